@@ -1,0 +1,160 @@
+"""Model inputs from cached cutouts: channel choice, normalisation and dihedral augmentation.
+
+Shared by training (the DataModule) and inference (the detector), so both see the same numbers.
+Pure functions: arrays in, new arrays out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+CHANNELS = ("filtered", "raw")  # order of the cached cutout channels
+NORMALIZATIONS = ("none", "image_noise", "local_noise", "cutout")
+MAD_TO_SIGMA = 1.4826  # Gaussian sigma per median absolute deviation
+
+
+def channel_indices(channels: Sequence[str]) -> list[int]:
+    """Positions of ``channels`` in the cached (filtered, raw) pair; ValueError naming ``channels``."""
+    if isinstance(channels, str) or not isinstance(channels, Sequence) or len(channels) == 0:
+        raise ValueError(f"channels: must be a non-empty list drawn from {list(CHANNELS)}, got {channels!r}")
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise ValueError(f"channels: unknown channel {unknown[0]!r} (expected some of {list(CHANNELS)})")
+    if len(set(channels)) != len(channels):
+        raise ValueError(f"channels: a channel is repeated, got {list(channels)}")
+    return [CHANNELS.index(c) for c in channels]
+
+
+def assemble_inputs(
+    cutouts: np.ndarray,
+    *,
+    channels: Sequence[str],
+    normalize: str,
+    image_noise: np.ndarray | None = None,
+    local_noise: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pick channels from cached cutouts and normalise them into model inputs.
+
+    Parameters
+    ----------
+    cutouts : (N, 2, S, S) float array
+        Channel 0 the filtered image, channel 1 the raw (unfiltered) one, in DN, NaN already 0.
+    channels : sequence of {'filtered', 'raw'}
+        Input channels, in this order.
+    normalize : {'none', 'image_noise', 'local_noise', 'cutout'}
+        ``none`` keeps DN (the seed); ``image_noise`` divides each cutout by its image's robust
+        noise; ``local_noise`` by the noise around the candidate; ``cutout`` maps each cutout and
+        channel to ``(x - median) / (1.4826 MAD)`` of its own pixels.
+    image_noise, local_noise : (N,) float arrays or floats, optional
+        Noise in DN per cutout (a float applies to all, e.g. one image's noise); required by the
+        matching ``normalize`` mode.
+
+    Returns
+    -------
+    (N, C, S, S) float32 array
+        A new array; the input is never modified.
+
+    Notes
+    -----
+    A scale that is zero, negative or not finite (a cutout of a dead border is all zeros, so its
+    MAD is 0) is replaced by 1: such a cutout is only shifted (``cutout``) or left as it is.
+    """
+    cutouts = np.asarray(cutouts)
+    if cutouts.ndim != 4 or cutouts.shape[1] != len(CHANNELS) or cutouts.shape[2] != cutouts.shape[3]:
+        raise ValueError(f"cutouts: must have shape (N, 2, S, S), got {cutouts.shape}")
+    picks = channel_indices(channels)
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize: must be one of {list(NORMALIZATIONS)}, got {normalize!r}")
+    n = cutouts.shape[0]
+    scale = None
+    if normalize in ("image_noise", "local_noise"):
+        noise = image_noise if normalize == "image_noise" else local_noise
+        if noise is None:
+            raise ValueError(f"{normalize}: required when normalize={normalize!r}")
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.shape not in ((), (n,)):
+            raise ValueError(f"{normalize}: must be a float or have shape ({n},) like cutouts, got {noise.shape}")
+        scale = np.broadcast_to(noise, (n,))
+    return _assemble(cutouts, picks, normalize, scale)
+
+
+def _assemble(cutouts: np.ndarray, picks: list[int], normalize: str, scale: np.ndarray | None) -> np.ndarray:
+    """Core of :func:`assemble_inputs` for checked arguments."""
+    x = cutouts[:, picks].astype(np.float32)
+    if normalize == "none":
+        return x
+    if normalize == "cutout":
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        median = np.median(flat, axis=2, keepdims=True)
+        mad = np.median(np.abs(flat - median), axis=2, keepdims=True)
+        sigma = _safe_scale(MAD_TO_SIGMA * mad)
+        return ((flat - median) / sigma).astype(np.float32).reshape(x.shape)
+    return (x / _safe_scale(scale).astype(np.float32)[:, None, None, None]).astype(np.float32)
+
+
+def _safe_scale(scale: np.ndarray) -> np.ndarray:
+    """Scales with non-positive or non-finite entries replaced by 1."""
+    scale = np.asarray(scale, dtype=np.float32)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, np.float32(1.0))
+
+
+def dihedral(x: Any, code: int) -> Any:
+    """One of the 8 symmetries of the square on the last two axes: ``code % 4`` quarter turns, then a flip if ``code >= 4``."""
+    if not 0 <= code < 8:
+        raise ValueError(f"code: must be in [0, 8), got {code}")
+    if _is_torch(x):
+        out = x.rot90(code % 4, dims=(-2, -1))
+        return out.flip(-1) if code >= 4 else out
+    out = np.rot90(x, code % 4, axes=(-2, -1))
+    return np.flip(out, axis=-1) if code >= 4 else out
+
+
+def augment(x: Any, rng: np.random.Generator, *, codes: np.ndarray | None = None) -> Any:
+    """Apply a random flip / quarter-turn to each sample of a batch.
+
+    Parameters
+    ----------
+    x : (N, C, S, S) numpy array or torch tensor
+        Square samples; every channel of a sample gets the same transform.
+    rng : np.random.Generator
+        Draws one of the 8 dihedral transforms per sample.
+    codes : (N,) int array, optional
+        The transforms to apply instead of drawing them (see :func:`dihedral`).
+
+    Returns
+    -------
+    Same type and shape as ``x``
+        A new array or tensor; labels are unchanged by construction (the transforms keep the centre).
+
+    Notes
+    -----
+    Vectorised per group: samples sharing a transform are turned together, so at most 8 array
+    operations run per batch.
+    """
+    shape = tuple(x.shape)
+    if len(shape) != 4 or shape[-1] != shape[-2]:
+        raise ValueError(f"x: must have shape (N, C, S, S), got {shape}")
+    if codes is None:
+        codes = rng.integers(0, 8, size=shape[0])
+    codes = np.asarray(codes)
+    if codes.shape != (shape[0],):
+        raise ValueError(f"codes: must have shape ({shape[0]},), got {codes.shape}")
+    out = x.clone() if _is_torch(x) else np.array(x, copy=True)
+    for code in np.unique(codes):
+        if code == 0:
+            continue
+        where = np.flatnonzero(codes == code)
+        if _is_torch(x):
+            import torch
+
+            idx = torch.as_tensor(where, device=x.device)
+            out[idx] = dihedral(x[idx], int(code))
+        else:
+            out[where] = dihedral(x[where], int(code))
+    return out
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")

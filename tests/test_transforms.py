@@ -1,0 +1,122 @@
+"""Model-input assembly, normalisation and dihedral augmentation on hand-made arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neocascade.data.transforms import assemble_inputs, augment, dihedral
+
+
+def _cutouts() -> np.ndarray:
+    """Two 3x3 cutouts: channel 0 = 0..8 (+100 for the second), channel 1 = 10 * that."""
+    base = np.arange(9, dtype=np.float32).reshape(3, 3)
+    filt = np.stack([base, base + 100])
+    return np.stack([filt, 10 * filt], axis=1)  # (2, 2, 3, 3)
+
+
+def test_channels_are_picked_in_the_given_order():
+    cut = _cutouts()
+    x = assemble_inputs(cut, channels=["raw", "filtered"], normalize="none")
+    assert x.dtype == np.float32 and x.shape == (2, 2, 3, 3)
+    np.testing.assert_array_equal(x[:, 0], cut[:, 1])
+    np.testing.assert_array_equal(x[:, 1], cut[:, 0])
+    only = assemble_inputs(cut.astype(np.float16), channels=["filtered"], normalize="none")
+    assert only.dtype == np.float32 and only.shape == (2, 1, 3, 3)
+    np.testing.assert_array_equal(only[:, 0], cut[:, 0])
+
+
+def test_input_is_not_modified():
+    cut = _cutouts()
+    before = cut.copy()
+    assemble_inputs(cut, channels=["filtered", "raw"], normalize="cutout")
+    np.testing.assert_array_equal(cut, before)
+
+
+def test_image_noise_divides_each_cutout_by_its_noise():
+    cut = _cutouts()
+    x = assemble_inputs(cut, channels=["filtered"], normalize="image_noise", image_noise=np.array([2.0, 4.0]))
+    np.testing.assert_array_equal(x[0, 0], cut[0, 0] / 2)
+    np.testing.assert_array_equal(x[1, 0], cut[1, 0] / 4)
+    scalar = assemble_inputs(cut, channels=["filtered"], normalize="image_noise", image_noise=2.0)
+    np.testing.assert_array_equal(scalar[:, 0], cut[:, 0] / 2)
+
+
+def test_local_noise_and_zero_noise():
+    cut = _cutouts()
+    x = assemble_inputs(cut, channels=["raw"], normalize="local_noise", local_noise=np.array([0.0, 5.0]))
+    np.testing.assert_array_equal(x[0, 0], cut[0, 1])  # zero noise: left as it is
+    np.testing.assert_array_equal(x[1, 0], cut[1, 1] / 5)
+
+
+def test_cutout_normalisation_exact_values():
+    cut = _cutouts()
+    x = assemble_inputs(cut, channels=["filtered", "raw"], normalize="cutout")
+    # 0..8: median 4, MAD = median(|k - 4|) = 2, sigma = 2 * 1.4826
+    expected = (np.arange(9).reshape(3, 3) - 4) / (2 * 1.4826)
+    np.testing.assert_allclose(x[0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(x[1, 0], expected, rtol=1e-6)  # the offset of 100 is removed
+    np.testing.assert_allclose(x[0, 1], expected, rtol=1e-6)  # the factor 10 is removed
+
+
+def test_cutout_normalisation_of_a_constant_cutout_only_shifts():
+    cut = np.full((1, 2, 3, 3), 7.0, dtype=np.float32)
+    x = assemble_inputs(cut, channels=["filtered"], normalize="cutout")
+    np.testing.assert_array_equal(x, np.zeros((1, 1, 3, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"channels": ["filtered", "diff"], "normalize": "none"}, "channels: unknown channel 'diff'"),
+        ({"channels": [], "normalize": "none"}, "channels: must be a non-empty list"),
+        ({"channels": ["raw", "raw"], "normalize": "none"}, "channels: a channel is repeated"),
+        ({"channels": ["raw"], "normalize": "zscore"}, "normalize: must be one of"),
+        ({"channels": ["raw"], "normalize": "image_noise"}, "image_noise: required"),
+        ({"channels": ["raw"], "normalize": "image_noise", "image_noise": np.ones(3)}, r"image_noise: must be a float or have shape \(2,\)"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        assemble_inputs(_cutouts(), **kwargs)
+
+
+def test_bad_cutout_shape():
+    with pytest.raises(ValueError, match=r"cutouts: must have shape \(N, 2, S, S\)"):
+        assemble_inputs(np.zeros((2, 3, 3)), channels=["raw"], normalize="none")
+
+
+def test_dihedral_group_has_eight_distinct_elements():
+    a = np.arange(9).reshape(3, 3)
+    images = {dihedral(a, k).tobytes() for k in range(8)}
+    assert len(images) == 8
+    np.testing.assert_array_equal(dihedral(a, 4), a[:, ::-1])
+    np.testing.assert_array_equal(dihedral(a, 1), np.rot90(a))
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_augment_keeps_pixel_multiset_centre_and_channels_together(as_torch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2, 5, 5)).astype(np.float32)
+    x[:, 1] = 2 * x[:, 0]  # channels must turn together
+    data = torch.from_numpy(x.copy()) if as_torch else x.copy()
+    out = augment(data, np.random.default_rng(1))
+    out = out.numpy() if as_torch else out
+    assert out.shape == x.shape and out.dtype == x.dtype
+    np.testing.assert_array_equal(data if not as_torch else data.numpy(), x)  # input untouched
+    for i in range(64):
+        np.testing.assert_array_equal(np.sort(out[i].ravel()), np.sort(x[i].ravel()))
+        assert out[i, 0, 2, 2] == x[i, 0, 2, 2]  # the centre (and so the label) stays
+    np.testing.assert_array_equal(out[:, 1], 2 * out[:, 0])
+    changed = sum(not np.array_equal(out[i], x[i]) for i in range(64))
+    assert changed > 40  # 7 of 8 transforms move a generic cutout
+
+
+def test_augment_with_given_codes_matches_dihedral():
+    x = np.arange(2 * 1 * 3 * 3, dtype=np.float32).reshape(2, 1, 3, 3)
+    out = augment(x, np.random.default_rng(0), codes=np.array([3, 6]))
+    np.testing.assert_array_equal(out[0], dihedral(x[0], 3))
+    np.testing.assert_array_equal(out[1], dihedral(x[1], 6))
+    with pytest.raises(ValueError, match="codes: must have shape"):
+        augment(x, np.random.default_rng(0), codes=np.array([1]))
