@@ -1,0 +1,59 @@
+"""Tests of the calibration helpers on hand-made stamps (the full run is `make calibrate`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neocascade.pipelines import calibrate as cal
+
+
+def test_peak_is_the_max_of_the_central_3x3():
+    stamp = np.zeros((63, 63), dtype=np.float32)
+    stamp[31, 32] = 7.0
+    stamp[31, 34] = 99.0  # outside the central 3x3
+    assert cal._peak3(stamp) == 7.0
+    stamp[30:33, 30:33] = np.nan
+    assert np.isnan(cal._peak3(stamp))
+
+
+def test_robust_noise_ignores_dead_zeros_and_nan():
+    values = np.array([0.0, 0.0, np.nan, -1.0, 1.0, -1.0, 1.0, 0.5])
+    expected = 1.4826 * np.median(np.abs(np.array([-1, 1, -1, 1, 0.5]) - 0.5))
+    assert cal.robust_noise(values) == pytest.approx(expected)
+    assert np.isnan(cal.robust_noise(np.zeros(5)))
+
+
+def test_stamp_noise_and_correlation_leave_the_source_out():
+    rng = np.random.default_rng(0)
+    stamp = rng.normal(0, 6.0, (63, 63))
+    stamp[25:38, 25:38] += 1e4  # a source in the central box
+    assert cal._stamp_noise(stamp) == pytest.approx(6.0, rel=0.1)
+    assert abs(cal._lag1_correlation(stamp)) < 0.1
+
+
+def test_cutouts_are_centred_and_nan_padded():
+    image = np.arange(100, dtype=np.float32).reshape(10, 10)
+    out = cal._cutouts(image, np.array([0, 5]), np.array([0, 5]), 3)
+    assert out.shape == (2, 3, 3)
+    assert np.isnan(out[0, 0]).all() and out[0, 1, 1] == 0.0 and out[1, 1, 1] == 55.0
+
+
+def test_targets_are_checked_against_their_ranges():
+    report = {
+        "noise_mad_dn": {"median": 6.0, "min": 5.0, "max": 7.0},
+        "psf_fwhm_px": {"median": 2.2, "min": 1.4, "max": 3.0},
+        "zero_point_measured": 26.3,
+        "asteroid_peak_median_dn": 500.0,
+        "dead_fraction": 0.1,
+        "footprint_completeness": {"50": 0.95},
+    }
+    checked = cal.check_targets(report)
+    assert checked["footprint_completeness_k50"]["ok"]
+    assert not checked["dead_fraction"]["ok"]
+
+
+def test_bad_image_count_is_one_line_and_exit_2(tmp_path, capsys):
+    assert cal.main(["--n-images", "0", "--out-dir", str(tmp_path), "--no-alerts"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "--n-images: must be >= 1 (got 0)"
