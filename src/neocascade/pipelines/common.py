@@ -1,0 +1,93 @@
+"""Glue shared by the pipelines: bad input as one stderr line, the run folder, Hydra job facts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from neocascade.errors import InputError
+from neocascade.utils.atomic import save_text
+
+log = logging.getLogger("neocascade")
+
+INPUT_ERROR_EXIT = 2  # exit status for bad input (a config key, a file); 1 stays for crashes
+
+
+class report_input_errors(contextlib.ContextDecorator):
+    """Turn an :class:`InputError` into one ``error: ...`` line on stderr and exit status 2.
+
+    Use as a decorator on a pipeline's ``run`` or as ``with report_input_errors():``. Other
+    exceptions pass through with their traceback: they are bugs, not bad input.
+    """
+
+    def __enter__(self) -> "report_input_errors":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, InputError):
+            sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else exc_type.__name__}\n")
+            sys.stderr.flush()
+            raise SystemExit(INPUT_ERROR_EXIT) from None
+        return False
+
+
+@dataclass
+class JobInfo:
+    """Where a run writes and how Hydra launched it."""
+
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    override_dirname: str = ""
+    job_num: int | None = None
+    sweep_dir: Path | None = None
+
+    @property
+    def group(self) -> str | None:
+        """The sweep's name (its folder), shared by all jobs of one multirun; None for a single run."""
+        return None if self.sweep_dir is None else self.sweep_dir.name
+
+    @property
+    def name(self) -> str:
+        """Run name: the overrides that make this job differ (``data.kernel=30,data.sigma=1``), or the folder."""
+        return self.override_dirname or self.run_dir.name
+
+
+def job_info(run_dir: str | os.PathLike | None = None) -> JobInfo:
+    """Facts about the current Hydra job; ``run_dir`` given (tests, the compose API) wins over Hydra's."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        path = Path(run_dir) if run_dir is not None else Path.cwd()
+        return JobInfo(run_dir=path)
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return JobInfo(
+        run_dir=Path(run_dir) if run_dir is not None else Path(hc.runtime.output_dir),
+        overrides=list(hc.overrides.task),
+        override_dirname=str(hc.job.override_dirname),
+        job_num=int(hc.job.num) if multirun else None,
+        sweep_dir=Path(hc.sweep.dir) if multirun else None,
+    )
+
+
+def is_rank_zero() -> bool:
+    """True on the process that writes files (global rank 0), also before any Trainer exists."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> Path:
+    """Write the resolved config as ``config.yaml`` in the run folder (atomically, rank 0 only)."""
+    path = run_dir / "config.yaml"
+    if is_rank_zero():
+        save_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    return path

@@ -1,0 +1,365 @@
+"""The cascade artifact: both stages' weights, thresholds, input spec, config and metrics in one file.
+
+One ``torch.save`` file of plain containers (dicts, lists, str, numbers, tensors), loaded with
+``torch.load(weights_only=True)``; a random forest is stored as tensors of its node arrays, never
+pickled. Evaluation and detection load a training run's ``cascade.pt`` by path and see exactly the
+models, thresholds and preprocessing the run used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from neocascade.errors import InputError, input_error
+from neocascade.models.registry import FOREST_ARCH, check_architecture, model_from_state, model_state
+from neocascade.utils.atomic import atomic_path
+
+FORMAT = "neocascade-cascade"
+VERSION = 1
+STAGE_KEYS = ("arch", "hparams", "state", "threshold")
+_BATCH = 4096  # cutouts per inference batch: ~7 MB of float32 21x21x2 input, bounded activations
+
+
+def stage_record(model: Any, threshold: float) -> dict:
+    """Describe one trained stage as the plain dict :func:`save_cascade` stores.
+
+    Parameters
+    ----------
+    model : nn.Module with ``arch`` and ``hparams()``, or a fitted ``RandomForestStage``
+        The stage's model (for a CNN, the bare network, not the LightningModule).
+    threshold : float
+        Accept a candidate when P(asteroid) >= threshold.
+
+    Returns
+    -------
+    dict
+        ``{"arch", "hparams", "state", "threshold"}``; ``state`` is the CNN's state dict or the
+        forest's node arrays, as CPU tensors.
+    """
+    if isinstance(model, nn.Module):
+        plain = model_state(model)
+        state = plain["state_dict"]
+    else:
+        plain = model.to_state(as_tensors=True)
+        state = plain["arrays"]
+    return {"arch": plain["arch"], "hparams": plain["hparams"], "state": state, "threshold": float(threshold)}
+
+
+def save_cascade(
+    path: str | os.PathLike,
+    *,
+    stage1: Mapping[str, Any],
+    stage2: Mapping[str, Any] | None,
+    input_spec: Mapping[str, Any],
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write a cascade artifact atomically.
+
+    Parameters
+    ----------
+    path : path
+        Target file (``<run>/cascade.pt`` by convention). An existing file is refused unless
+        ``overwrite``.
+    stage1, stage2 : dict
+        :func:`stage_record` dicts ``{arch, hparams, state, threshold}``. ``stage2=None`` stores a
+        one-stage classifier (``stage=single`` or ``first``); it then accepts on stage 1 alone.
+    input_spec : dict
+        How cutouts are made and assembled (sigma, selector, cutout_size, channels, normalize, ...),
+        exactly as the data module reports it.
+    config, metrics : dict
+        The resolved run config and its report metrics (plain containers).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "stage1": _stage_payload("stage1", stage1),
+        "stage2": None if stage2 is None else _stage_payload("stage2", stage2),
+        "input_spec": _plain(input_spec),
+        "config": _plain(config),
+        "metrics": _plain(metrics),
+    }
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def _stage_payload(name: str, stage: Mapping[str, Any]) -> dict:
+    missing = [k for k in STAGE_KEYS if k not in stage]
+    if missing:
+        raise ValueError(f"{name}: missing keys {missing} (expected {list(STAGE_KEYS)})")
+    state = {str(k): _tensor(v) for k, v in dict(stage["state"]).items()}
+    return {
+        "arch": str(stage["arch"]),
+        "hparams": _plain(stage["hparams"]),
+        "state": state,
+        "threshold": float(stage["threshold"]),
+    }
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(value)))
+
+
+def _plain(obj: Any) -> Any:
+    """Containers of str/int/float/bool/None only (what ``weights_only`` loading accepts)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    if hasattr(obj, "items"):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if hasattr(obj, "__iter__"):
+        return [_plain(v) for v in obj]
+    return str(obj)
+
+
+@dataclass
+class StageModel:
+    """One loaded stage: a CNN or a forest, its threshold and what it was trained as."""
+
+    arch: str
+    hparams: dict
+    model: Any
+    threshold: float
+
+    @property
+    def in_channels(self) -> int | None:
+        """Input channels the model was built for."""
+        return self.hparams.get("in_channels")
+
+    @property
+    def cutout_size(self) -> int | None:
+        """Cutout side in px the model was built for."""
+        return self.hparams.get("cutout_size")
+
+    def proba(self, x: torch.Tensor) -> np.ndarray:
+        """P(asteroid) (N,) float64 for float32 cutouts (N, C, S, S), in batches, without gradients."""
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.float64)
+        if not isinstance(self.model, nn.Module):
+            return np.asarray(self.model.predict_proba(x.cpu().numpy()), dtype=np.float64).reshape(-1)
+        device = next(self.model.parameters()).device
+        out = []
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], _BATCH):
+                logits = self.model(x[start : start + _BATCH].to(device))
+                out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+        return torch.cat(out).double().numpy()
+
+
+@dataclass
+class Cascade:
+    """A loaded cascade: ``score`` cutouts, ``accept`` them, read what they were trained on.
+
+    Attributes
+    ----------
+    stage1, stage2 : StageModel
+        ``stage2`` is None for a one-stage artifact; it then passes stage 1's score on unchanged.
+    input_spec : dict
+        How the cutouts must be made (see :func:`save_cascade`); ``preprocess`` is the same dict.
+    config, metrics : dict
+        The training run's resolved config and report metrics.
+    path : Path or None
+        The file it came from.
+    """
+
+    stage1: StageModel
+    stage2: StageModel | None
+    input_spec: dict
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def preprocess(self) -> dict:
+        """Alias of ``input_spec``: sigma, selector, cutout_size, channels, normalize."""
+        return self.input_spec
+
+    @property
+    def threshold1(self) -> float:
+        """Stage 1 accepts P1 >= threshold1."""
+        return self.stage1.threshold
+
+    @property
+    def threshold2(self) -> float:
+        """Stage 2 accepts P2 >= threshold2 (stage 1's threshold for a one-stage artifact)."""
+        return self.stage1.threshold if self.stage2 is None else self.stage2.threshold
+
+    @property
+    def stage1_arch(self) -> str:
+        """Architecture of stage 1 (``baseline``, ``vgg``, ``final``, ``rf``)."""
+        return self.stage1.arch
+
+    @property
+    def stage2_arch(self) -> str | None:
+        """Architecture of stage 2, None for a one-stage artifact."""
+        return None if self.stage2 is None else self.stage2.arch
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels C the models expect."""
+        return int(self.stage1.in_channels)
+
+    @property
+    def cutout_size(self) -> int:
+        """Cutout side S in px the models expect."""
+        return int(self.stage1.cutout_size)
+
+    def to(self, device: str | torch.device) -> "Cascade":
+        """Move the CNN stages to ``device`` (forests stay on the CPU); returns ``self``."""
+        for stage in (self.stage1, self.stage2):
+            if stage is not None and isinstance(stage.model, nn.Module):
+                stage.model.to(device)
+        return self
+
+    def score(self, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Score cutouts with both stages.
+
+        Parameters
+        ----------
+        x : (N, C, S, S) float32 array or tensor
+            Assembled model inputs (``data.transforms.assemble_inputs``), C and S as trained.
+
+        Returns
+        -------
+        p1, p2 : (N,) float64 arrays
+            P(asteroid) from stage 1 and from stage 2. ``p2`` is NaN where stage 1 rejected
+            (``p1 < threshold1``); a one-stage artifact gives ``p2 = p1`` where accepted.
+
+        Notes
+        -----
+        Runs in batches under ``torch.inference_mode``; N = 0 gives two empty arrays.
+        """
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        expected = (self.in_channels, self.cutout_size, self.cutout_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"x: expected shape (N, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        x = x.float()
+        p1 = self.stage1.proba(x)
+        p2 = np.full(p1.shape, np.nan)
+        keep = p1 >= self.threshold1
+        if keep.any():
+            p2[keep] = p1[keep] if self.stage2 is None else self.stage2.proba(x[torch.from_numpy(keep)])
+        return p1, p2
+
+    def accept(self, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+        """Cascade decision (N,) bool: ``p1 >= threshold1`` and ``p2 >= threshold2`` (NaN rejects)."""
+        p1 = np.asarray(p1, dtype=np.float64)
+        p2 = np.asarray(p2, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            return (p1 >= self.threshold1) & (p2 >= self.threshold2)
+
+
+def load_cascade(
+    path: str | os.PathLike,
+    *,
+    expected_arch: str | tuple[str | None, str | None] | None = None,
+    expected_cutout_size: int | None = None,
+) -> Cascade:
+    """Load a cascade artifact written by :func:`save_cascade`.
+
+    Parameters
+    ----------
+    path : path
+        The ``cascade.pt`` file.
+    expected_arch : str or (str or None, str or None), optional
+        A str checks stage 1 (the run's ``model``); a pair checks stage 1 and stage 2.
+    expected_cutout_size : int, optional
+        Cutout side the caller will feed; must match the models and the input spec.
+
+    Returns
+    -------
+    Cascade
+        Models in eval mode on the CPU.
+
+    Raises
+    ------
+    InputError
+        One line naming the file: missing, corrupt, not a cascade artifact, or trained for another
+        architecture or cutout size than asked.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise input_error(path, "no such cascade artifact")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        raise input_error(path, "not a readable cascade artifact", found=f"{type(exc).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise input_error(path, "not a cascade artifact", expected=f"format '{FORMAT}'", found=repr(found))
+    if payload.get("version") != VERSION:
+        raise input_error(path, "unsupported cascade artifact version", expected=VERSION, found=payload.get("version"))
+    for key in ("stage1", "stage2", "input_spec"):
+        if key not in payload:
+            raise input_error(path, f"missing key '{key}'", found=sorted(payload))
+    want1, want2 = expected_arch if isinstance(expected_arch, tuple) else (expected_arch, None)
+    stage1 = _load_stage(path, "stage 1", payload["stage1"], want1, expected_cutout_size)
+    stage2 = None
+    if payload["stage2"] is not None:
+        stage2 = _load_stage(path, "stage 2", payload["stage2"], want2, expected_cutout_size)
+    elif want2 is not None:
+        raise InputError(f"{path}: one-stage artifact, config asks stage 2 '{want2}'")
+    input_spec = dict(payload["input_spec"] or {})
+    spec_size = input_spec.get("cutout_size")
+    if expected_cutout_size is not None and spec_size is not None and int(spec_size) != int(expected_cutout_size):
+        raise InputError(f"{path}: trained for cutout_size {spec_size}, config asks {expected_cutout_size}")
+    return Cascade(
+        stage1=stage1,
+        stage2=stage2,
+        input_spec=input_spec,
+        config=dict(payload.get("config") or {}),
+        metrics=dict(payload.get("metrics") or {}),
+        path=path,
+    )
+
+
+def _load_stage(path: Path, name: str, record: Any, expected_arch: str | None, cutout_size: int | None) -> StageModel:
+    """Rebuild one stage, refusing a record that is malformed or trained as something else."""
+    if not isinstance(record, dict) or any(k not in record for k in STAGE_KEYS):
+        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise input_error(path, f"{name} is malformed", expected=list(STAGE_KEYS), found=found)
+    arch, hparams = str(record["arch"]), dict(record["hparams"])
+    source = f"{path} ({name})"
+    check_architecture(source, arch, hparams, expected_arch=expected_arch, cutout_size=cutout_size)
+    threshold = float(record["threshold"])
+    if math.isnan(threshold):
+        raise input_error(path, f"{name} threshold is NaN")
+    try:
+        if arch == FOREST_ARCH:
+            from neocascade.models.forest import RandomForestStage
+
+            model: Any = RandomForestStage.from_state({"arch": arch, "hparams": hparams, "arrays": record["state"]})
+        else:
+            model = model_from_state({"arch": arch, "hparams": hparams, "state_dict": record["state"]})
+    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise input_error(path, f"{name} weights do not fit '{arch}'", found=first_line) from None
+    return StageModel(arch=arch, hparams=hparams, model=model, threshold=threshold)

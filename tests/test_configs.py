@@ -1,0 +1,142 @@
+"""Every file of every config group composes with conf/train.yaml, and its objects build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from neocascade.pipelines.train import _check_stage
+from neocascade.utils.instantiate import instantiate_callbacks, instantiate_filled, wandb_mode_from_env
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TRAIN_GROUPS = ("data", "selector", "model", "optimizer", "stage", "trainer", "logger", "callbacks", "experiment")
+
+
+def _options(group: str) -> list[str]:
+    paths = [p for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")]
+    if group == "data":  # training presets build on _base; others (ztf_alerts) feed detect.py and evaluate.py
+        paths = [p for p in paths if "- _base" in p.read_text()]
+    return sorted(p.stem for p in paths)
+
+
+def _compose(*overrides: str, hydra: bool = False, tmp: Path | None = None):
+    base = ["data=tiny", f"paths.outputs={tmp or 'outputs'}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[*base, *overrides], return_hydra_config=hydra)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in TRAIN_GROUPS for o in _options(g)])
+def test_every_option_composes_and_resolves(group, option, tmp_path):
+    overrides = [f"{group}={option}"] if group != "data" else [f"data={option}"]
+    cfg = _compose(*overrides, tmp=tmp_path)
+    assert OmegaConf.to_yaml(cfg, resolve=True)
+    _check_stage(cfg.stage)
+
+
+@pytest.mark.parametrize("option", _options("data"))
+def test_data_modules_build(option, tmp_path):
+    cfg = _compose(f"data={option}", tmp=tmp_path)
+    dm = instantiate(cfg.data)
+    assert dm.in_channels == len(cfg.data.channels)
+    assert dm.input_spec["cutout_size"] == cfg.data.cutout_size
+
+
+@pytest.mark.parametrize("option", _options("selector"))
+def test_selectors_build(option, tmp_path):
+    cfg = _compose(f"selector={option}", tmp=tmp_path)
+    assert callable(instantiate(cfg.data.selector))
+
+
+@pytest.mark.parametrize("option", _options("model"))
+def test_models_and_optimizer_build(option, tmp_path):
+    cfg = _compose(f"model={option}", tmp=tmp_path)
+    model = instantiate(cfg.model, in_channels=1, cutout_size=21)
+    assert model.arch in ("baseline", "vgg", "final", "rf") and model.hparams()["cutout_size"] == 21
+    if hasattr(model, "parameters"):
+        optimizer = instantiate(cfg.optimizer)(model.parameters())
+        assert optimizer.defaults["lr"] == cfg.optimizer.lr
+        classifier = instantiate(cfg.classifier)(model, instantiate(cfg.optimizer))
+        assert classifier.hparams["arch"] == model.arch
+
+
+@pytest.mark.parametrize("option", _options("trainer"))
+def test_trainers_build_on_cpu(option, tmp_path, monkeypatch):
+    for key, value in {"SLURM_NODEID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4"}.items():
+        monkeypatch.setenv(key, value)  # trainer=slurm reads its rank from SLURM's variables
+    cfg = _compose(f"trainer={option}", "trainer.accelerator=cpu", tmp=tmp_path)
+    trainer = instantiate_filled(cfg.trainer, fill={"default_root_dir": str(tmp_path)}, logger=False, callbacks=[])
+    assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.default_root_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("option", _options("logger"))
+def test_loggers_build_offline(option, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = _compose(f"logger={option}", tmp=tmp_path)
+    logger = instantiate_filled(wandb_mode_from_env(cfg.logger), fill={"save_dir": str(tmp_path), "name": "run", "version": "v"})
+    assert Path(logger.save_dir) == tmp_path
+
+
+def test_wandb_mode_env_wins(monkeypatch, tmp_path):
+    cfg = _compose("logger=wandb", "logger.offline=false", tmp=tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode_from_env(cfg.logger).offline is True
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    node = wandb_mode_from_env(cfg.logger)
+    assert node.offline is False and node.mode == "disabled"
+
+
+def test_callbacks_build_and_disable(tmp_path):
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    cfg = _compose(tmp=tmp_path)
+    built = instantiate_callbacks(cfg.callbacks, fill={"dirpath": str(tmp_path)})
+    assert [type(c) for c in built] == [ModelCheckpoint]
+    assert built[0].monitor == "val/ap" and built[0].save_last and Path(built[0].dirpath) == tmp_path.resolve()
+    cfg = _compose("callbacks.early_stopping.enabled=true", "callbacks.checkpoint.monitor=val/f1", tmp=tmp_path)
+    built = instantiate_callbacks(cfg.callbacks, fill={"dirpath": str(tmp_path)})
+    assert isinstance(built[1], EarlyStopping) and built[1].monitor == "val/f1"
+
+
+@pytest.mark.parametrize(
+    "experiment,arch1,stage,arch2",
+    [
+        ("seed_baseline", "BaselineNet", "single", None),
+        ("seed_vgg", "AlteredVGG16", "boost", None),
+        ("seed_rf_boost", "RandomForestStage", "boost", "FinalNet"),
+        ("seed_final_cascade", "FinalNet", "boost", None),
+    ],
+)
+def test_experiments(experiment, arch1, stage, arch2, tmp_path):
+    assert experiment in _options("experiment")
+    cfg = _compose(f"experiment={experiment}", tmp=tmp_path)
+    assert cfg.model._target_.endswith(arch1) and cfg.stage.name == stage
+    second = cfg.stage.get("second_model")
+    assert (second is None and arch2 is None) or second._target_.endswith(arch2)
+
+
+def test_defaults_and_hydra_folders(tmp_path):
+    cfg = _compose(hydra=True, tmp=tmp_path)
+    assert (cfg.model._target_, cfg.stage.name, cfg.trainer.accelerator, cfg.seed) == (
+        "neocascade.models.final.FinalNet", "boost", "cpu", 2021)
+    sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
+    assert sweep["subdir"] == "${hydra.job.num}_${hydra.job.override_dirname}"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "neocascade.utils.sweep.SweepSummary"
+    assert _compose(tmp=tmp_path).data.name == "tiny"
+
+
+@pytest.mark.parametrize("launcher,target", [("joblib", "Joblib"), ("local", "Joblib"), ("submitit_slurm", "Slurm"), ("slurm", "Slurm")])
+def test_launchers_compose(launcher, target, tmp_path):
+    cfg = _compose(f"hydra/launcher={launcher}", hydra=True, tmp=tmp_path)
+    assert target in cfg.hydra.launcher._target_
+
+
+def test_stage_check_refuses_both_thresholds(tmp_path):
+    from neocascade.errors import InputError
+
+    cfg = _compose("stage=first", "stage.threshold=0.3", tmp=tmp_path)
+    with pytest.raises(InputError, match="stage.threshold / stage.min_recall: set exactly one"):
+        _check_stage(cfg.stage)

@@ -1,0 +1,149 @@
+"""The training pipeline on the tiny preset: every model x stage, sweeps, DDP, resuming, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from neocascade.pipelines.train import run, train
+from neocascade.training.artifact import load_cascade
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["data=tiny", "logger=csv", "trainer.max_epochs=1", "data.n_jobs=1"]
+SMALL = {  # narrow networks: the tests check the plumbing, not the science
+    "baseline": ["model.widths=[4,4,4]", "model.hidden=[16,8]"],
+    "vgg": ["model.widths=[4,4,8,8,8]", "model.depths=[1,1,1,1,1]", "model.hidden=[16,16]"],
+    "final": ["model.widths=[4,4,8,8]", "model.hidden=16"],
+    "rf": ["model.n_estimators=10"],
+}
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> str:
+    """One tiny candidate cache for every test here (caches key on their config, so sharing is safe)."""
+    cache = tmp_path_factory.mktemp("cache")
+    dm = instantiate(_compose(*FAST, f"paths.cache={cache}").data)
+    dm.prepare_data()
+    return str(cache)
+
+
+def _train(tmp_path: Path, cache: str, *overrides: str) -> dict:
+    cfg = _compose(*FAST, f"paths.cache={cache}", f"paths.outputs={tmp_path}", *overrides)
+    return train(cfg, run_dir=tmp_path / "run")
+
+
+def _cli(*args: str, cwd: Path = ROOT, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _check_run(run_dir: Path, report: dict, *, arch1: str, arch2: str | None) -> None:
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["thresholds"] == report["thresholds"] and (run_dir / "config.yaml").is_file()
+    cascade = load_cascade(run_dir / "cascade.pt", expected_arch=(arch1, arch2), expected_cutout_size=21)
+    assert cascade.threshold1 == report["thresholds"]["stage1"] and cascade.stage2_arch == arch2
+    confusion = report["test"]["cascade"]["confusion"]
+    assert sum(map(sum, confusion)) == report["counts"]["test"]["candidates"]
+    assert report["n_false_positives"] == confusion[0][1] and report["n_false_negatives"] == confusion[1][0]
+    assert len(report["false_positives"]) == confusion[0][1]
+    for item in report["false_positives"][:3] + report["false_negatives"][:3]:
+        assert {"file", "image", "x", "y", "p1", "p2"} <= set(item) and item["file"] in report["split"]["test"]
+
+
+@pytest.mark.parametrize("model", ["baseline", "vgg", "final", "rf"])
+@pytest.mark.parametrize("stage", ["single", "first", "boost"])
+def test_every_model_and_stage(model, stage, tiny_cache, tmp_path):
+    report = _train(tmp_path, tiny_cache, f"model={model}", f"stage={stage}", *SMALL[model])
+    _check_run(tmp_path / "run", report, arch1=model, arch2=model if stage == "boost" else None)
+    t1 = report["thresholds"]["stage1"]
+    if stage == "single":
+        assert t1 == 0.5
+    if stage == "boost":
+        s2 = report["counts"]["stage2_train"]
+        assert 0 < s2["positives"] < s2["candidates"] <= report["counts"]["train"]["candidates"]
+        assert report["thresholds"]["stage2"] == 0.5
+        assert report["test"]["cascade"]["recall"] <= report["test"]["stage1"]["recall"]
+
+
+def test_rf_boosted_by_cnn_with_wandb_disabled(tiny_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    report = _train(tmp_path, tiny_cache, "experiment=seed_rf_boost", "stage.second_model.widths=[4,4,8,8]", "stage.second_model.hidden=16", "logger=wandb", *SMALL["rf"])
+    _check_run(tmp_path / "run", report, arch1="rf", arch2="final")
+
+
+def test_boost_reuses_a_stage1_artifact(tiny_cache, tmp_path):
+    first = _train(tmp_path / "a", tiny_cache, "model=baseline", "stage=first", *SMALL["baseline"])
+    report = _train(tmp_path / "b", tiny_cache, "model=baseline", "stage=boost", f"stage.first_ckpt={tmp_path / 'a/run/cascade.pt'}", *SMALL["baseline"])
+    assert report["thresholds"]["stage1"] == first["thresholds"]["stage1"]  # same model, same validation file
+    assert not (tmp_path / "b/run/checkpoints/stage1").exists()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    cfg = _compose(*FAST, "stage=first", "stage.min_recall=1.5", f"paths.outputs={tmp_path}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run(cfg)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: stage.min_recall: must lie in (0, 1] (got 1.5)\n"
+
+
+@pytest.mark.slow
+def test_resume_after_kill_keeps_finished_epochs(tiny_cache, tmp_path):
+    killed = tmp_path / "killed"
+    args = [*FAST, "model=baseline", *SMALL["baseline"], "stage=single", "trainer.max_epochs=3", f"paths.cache={tiny_cache}", f"paths.outputs={tmp_path}"]
+    kill = ["+callbacks.kill._target_=neocascade.training.callbacks.KillAfter", "+callbacks.kill.epoch=1", "+callbacks.kill.batches=1"]
+    proc = _cli(*args, *kill, f"hydra.run.dir={killed}")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    last = killed / "checkpoints/stage1/last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 0 and not (killed / "metrics.json").exists()
+    steps_per_epoch = saved["global_step"]
+    cfg = _compose(*args, f"ckpt_path={last}")
+    train(cfg, run_dir=tmp_path / "resumed")
+    final = torch.load(last, weights_only=True)  # the resumed stage keeps its checkpoint folder
+    assert final["global_step"] == 3 * steps_per_epoch  # three full epochs of steps, none repeated
+    with open(tmp_path / "resumed/csv/train/metrics.csv") as fh:
+        epochs = {int(float(row["epoch"])) for row in csv.DictReader(fh) if row.get("epoch")}
+    assert epochs == {1, 2}  # epoch 0 came from the checkpoint, nothing was redone or lost
+
+
+@pytest.mark.slow
+def test_multirun_writes_summary(tiny_cache, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _cli("-m", *FAST, "model=baseline", *SMALL["baseline"], "stage=single", "data.sigma=0.5,1", f"paths.cache={tiny_cache}",
+                f"paths.outputs={tmp_path}", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(sweep / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(row["data.sigma"] for row in rows) == ["0.5", "1"]
+    f1 = [float(row["test/cascade_f1"] or "nan") for row in rows]
+    assert f1 == sorted(f1, reverse=True)
+    assert (sweep / "summary.md").read_text().startswith("| job | ")
+    for row in rows:
+        assert row["dir"].startswith(f"{row['job']}_") and "data.sigma=" in row["dir"]
+        assert (sweep / row["dir"] / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tiny_cache, tmp_path):
+    run_dir = tmp_path / "ddp"
+    proc = _cli(*FAST, "model=baseline", *SMALL["baseline"], "stage=boost", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                f"paths.cache={tiny_cache}", f"paths.outputs={tmp_path}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["counts"]["stage2_train"]["candidates"] > 0
+    assert load_cascade(run_dir / "cascade.pt").stage2_arch == "baseline"
