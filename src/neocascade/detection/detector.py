@@ -1,0 +1,354 @@
+"""Run a trained cascade on an image or an alert stamp: candidates -> inputs -> scores -> detections.
+
+The pixels a model sees are made exactly as in training: :func:`~neocascade.candidates.extract.extract_candidates`
+filters and cuts, :func:`~neocascade.data.transforms.assemble_inputs` picks channels and normalises,
+both with the settings stored in the cascade artifact (``cascade.input_spec``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from neocascade.candidates.extract import extract_candidates
+from neocascade.data.transforms import NORMALIZATIONS, assemble_inputs, channel_indices
+from neocascade.evaluation.metrics import merge_detections
+
+DETECTION_KEYS = ("rows", "cols", "x", "y", "p1", "p2", "peak", "snr")
+ZTF_STAMP_SIZE = 63  # ZTF alert cutouts are 63x63 px centred on the alert, cut short at the CCD edge
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a cascade's inputs are made: the artifact's preprocessing settings, validated."""
+
+    sigma: float
+    selector: Any
+    cutout_size: int
+    channels: tuple[str, ...]
+    normalize: str
+    noise_box: int | None = None  # local-noise tile side; None keeps extract_candidates' default, as the cache does
+
+
+def input_spec(cascade: Any, *, build_selector: bool = True) -> InputSpec:
+    """Read and check a cascade's preprocessing settings (``input_spec``, or ``preprocess``).
+
+    The selector config (a mapping with ``_target_``) is built with ``hydra.utils.instantiate``;
+    with ``build_selector=False`` (alert stamps need no selector) it is kept as stored.
+
+    Raises
+    ------
+    ValueError
+        A setting is missing or out of range (naming ``cascade.input_spec.<key>``).
+    """
+    spec = getattr(cascade, "input_spec", None)
+    if spec is None:
+        spec = getattr(cascade, "preprocess", None)
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"cascade.input_spec: expected a mapping of preprocessing settings, got {type(spec).__name__}")
+    missing = [key for key in ("sigma", "selector", "cutout_size", "channels", "normalize") if key not in spec]
+    if missing:
+        raise ValueError(f"cascade.input_spec: missing {', '.join(missing)} (found {', '.join(sorted(spec))})")
+    sigma = float(spec["sigma"])
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"cascade.input_spec.sigma: must be a finite number >= 0, got {spec['sigma']!r}")
+    size = spec["cutout_size"]
+    if isinstance(size, bool) or int(size) != size or int(size) < 1:
+        raise ValueError(f"cascade.input_spec.cutout_size: must be a positive integer, got {size!r}")
+    channels = spec["channels"]
+    channels = (channels,) if isinstance(channels, str) else tuple(str(c) for c in channels)
+    try:
+        channel_indices(list(channels))
+    except ValueError as exc:
+        raise ValueError(f"cascade.input_spec.{exc}") from None
+    if spec["normalize"] not in NORMALIZATIONS:
+        raise ValueError(f"cascade.input_spec.normalize: must be one of {list(NORMALIZATIONS)}, got {spec['normalize']!r}")
+    return InputSpec(
+        sigma=sigma,
+        selector=_build_selector(spec["selector"]) if build_selector else spec["selector"],
+        cutout_size=int(size),
+        channels=channels,
+        normalize=str(spec["normalize"]),
+        noise_box=None if spec.get("noise_box") is None else int(spec["noise_box"]),
+    )
+
+
+def detect_image(
+    image: np.ndarray,
+    cascade: Any,
+    *,
+    merge_radius: float = 5.0,
+    batch_size: int = 1024,
+    spec: InputSpec | None = None,
+) -> dict[str, np.ndarray]:
+    """Find asteroids in one difference image with a cascade.
+
+    Parameters
+    ----------
+    image : (H, W) float array
+        Difference image in DN; NaN marks masked pixels. Both sides must be at least the
+        cascade's cutout size.
+    cascade : Cascade
+        A loaded artifact (:func:`neocascade.training.artifact.load_cascade`): ``input_spec``,
+        ``score(x) -> (p1, p2)`` and ``accept(p1, p2) -> bool``.
+    merge_radius : float
+        Accepted candidates closer than this (px) are one detection; the highest score stays.
+        0 keeps them all.
+    batch_size : int
+        Candidates scored per forward pass.
+    spec : InputSpec, optional
+        :func:`input_spec` of ``cascade``, to avoid rebuilding it for every image.
+
+    Returns
+    -------
+    dict of (D,) arrays
+        ``rows, cols`` (int), ``x, y`` (float, x = column), ``p1, p2`` (stage probabilities),
+        ``peak`` (filtered value at the candidate, DN) and ``snr`` (peak / local noise, NaN where the
+        local noise is 0). Only accepted, merged candidates; D = 0 gives empty arrays.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not 2-D, has no finite pixel, or is smaller than the cutouts.
+    """
+    spec = input_spec(cascade) if spec is None else spec
+    arr = _check_image(image, spec.cutout_size, name="image")
+    _check_batch(batch_size, merge_radius)
+    cand = _extract(arr, spec, spec.selector)
+    x = _assemble(cand, spec)
+    p1, p2 = score_inputs(x, cascade, batch_size=batch_size)
+    accepted = np.flatnonzero(np.asarray(cascade.accept(p1, p2), dtype=bool))
+    rows = np.asarray(cand.rows, dtype=np.int64)[accepted]
+    cols = np.asarray(cand.cols, dtype=np.int64)[accepted]
+    score = np.where(np.isfinite(p2[accepted]), p2[accepted], p1[accepted])
+    keep = accepted[merge_detections(cols.astype(np.float64), rows.astype(np.float64), score, radius=merge_radius)]
+    return _detections(cand, keep, p1, p2)
+
+
+def score_inputs(x: np.ndarray, cascade: Any, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Score model inputs in batches; returns float64 ``(p1, p2)``, p2 NaN where stage 1 rejected."""
+    n = len(x)
+    p1 = np.empty(n, dtype=np.float64)
+    p2 = np.empty(n, dtype=np.float64)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        b1, b2 = cascade.score(np.ascontiguousarray(x[start:stop], dtype=np.float32))
+        p1[start:stop] = np.asarray(b1, dtype=np.float64)
+        p2[start:stop] = np.asarray(b2, dtype=np.float64)
+    return p1, p2
+
+
+def stamp_centre(shape: Sequence[int], *, xpos: float | None = None, ypos: float | None = None) -> tuple[int, int]:
+    """Row and column of an alert's position inside its difference stamp.
+
+    Parameters
+    ----------
+    shape : (h, w)
+        Stamp shape; ZTF stamps are 63x63 centred on the alert.
+    xpos, ypos : float, optional
+        The alert's 1-based position on the CCD quadrant (``candidate.xpos``, ``ypos``). They tell
+        which side a short stamp lost: near the low edge (pos < 32) the stamp starts at the
+        quadrant's first pixel, so the alert sits ``32`` px before the stamp's end.
+
+    Notes
+    -----
+    A full-size side (63) or one without a position has its centre at ``side // 2``.
+    """
+    half = ZTF_STAMP_SIZE // 2
+    centre = []
+    for side, pos in zip(shape, (ypos, xpos)):
+        if side < ZTF_STAMP_SIZE and pos is not None and np.isfinite(pos) and pos < half + 1:
+            centre.append(max(int(side) - half - 1, 0))
+        elif side < ZTF_STAMP_SIZE and pos is not None and np.isfinite(pos):
+            centre.append(min(half, int(side) - 1))
+        else:
+            centre.append(int(side) // 2)
+    return centre[0], centre[1]
+
+
+def stamp_inputs(
+    stamp: np.ndarray, spec: InputSpec, *, centre: tuple[int, int] | None = None
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Model input of an alert stamp's centre pixel, made as in training.
+
+    The whole stamp is filtered with the artifact's sigma, then the ``cutout_size`` cutout
+    around ``centre`` (default: the stamp centre) is cut and normalised.
+
+    Returns
+    -------
+    x : (1, C, S, S) float32 array
+    info : dict
+        ``row, col, peak, local_noise, image_noise, snr`` of the scored pixel.
+
+    Raises
+    ------
+    ValueError
+        ``stamp`` is not 2-D, has no finite pixel, or is smaller than the cutout.
+    """
+    arr = _check_image(stamp, spec.cutout_size, name="stamp")
+    row, col = stamp_centre(arr.shape) if centre is None else (int(centre[0]), int(centre[1]))
+    if not (0 <= row < arr.shape[0] and 0 <= col < arr.shape[1]):
+        raise ValueError(f"centre: ({row}, {col}) is outside the {arr.shape[0]}x{arr.shape[1]} stamp")
+    selector = _FixedSelector(row, col)
+    cand = _extract(arr, spec, selector)
+    x = _assemble(cand, spec)
+    peak = float(np.asarray(cand.peak)[0])
+    noise = float(np.asarray(cand.local_noise)[0])
+    info = {
+        "row": row,
+        "col": col,
+        "peak": peak,
+        "local_noise": noise,
+        "image_noise": float(cand.image_noise),
+        "snr": peak / noise if noise > 0 else float("nan"),
+    }
+    return np.asarray(x, dtype=np.float32), info
+
+
+def score_stamps(
+    stamps: Sequence[np.ndarray],
+    cascade: Any,
+    *,
+    centres: Sequence[tuple[int, int] | None] | None = None,
+    batch_size: int = 1024,
+    spec: InputSpec | None = None,
+) -> dict[str, np.ndarray]:
+    """Score the centre pixel of each alert stamp.
+
+    Parameters
+    ----------
+    stamps : sequence of (h, w) float arrays
+        Difference stamps with science-minus-reference sign (``Alert.signed_difference``), so a
+        fading source is negative and should be rejected.
+    cascade : Cascade
+    centres : sequence of (row, col) or None, optional
+        Position of each alert in its stamp (see :func:`stamp_centre`); None = the stamp centre.
+    batch_size : int
+    spec : InputSpec, optional
+
+    Returns
+    -------
+    dict of (N,) arrays
+        ``row, col, p1, p2, peak, snr, detected``.
+    """
+    spec = input_spec(cascade, build_selector=False) if spec is None else spec  # a stamp needs no selector
+    _check_batch(batch_size, 0.0)
+    centres = [None] * len(stamps) if centres is None else list(centres)
+    if len(centres) != len(stamps):
+        raise ValueError(f"centres: expected {len(stamps)} entries, got {len(centres)}")
+    inputs, infos = [], []
+    for stamp, centre in zip(stamps, centres):
+        x, info = stamp_inputs(stamp, spec, centre=centre)
+        inputs.append(x)
+        infos.append(info)
+    if not inputs:
+        empty = np.empty(0, dtype=np.float64)
+        return {"row": np.empty(0, np.int64), "col": np.empty(0, np.int64), "p1": empty, "p2": empty.copy(),
+                "peak": empty.copy(), "snr": empty.copy(), "detected": np.empty(0, dtype=bool)}
+    p1, p2 = score_inputs(np.concatenate(inputs), cascade, batch_size=batch_size)
+    return {
+        "row": np.array([i["row"] for i in infos], dtype=np.int64),
+        "col": np.array([i["col"] for i in infos], dtype=np.int64),
+        "p1": p1,
+        "p2": p2,
+        "peak": np.array([i["peak"] for i in infos], dtype=np.float64),
+        "snr": np.array([i["snr"] for i in infos], dtype=np.float64),
+        "detected": np.asarray(cascade.accept(p1, p2), dtype=bool),
+    }
+
+
+def score_stamp(stamp: np.ndarray, cascade: Any, *, centre: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Score one alert stamp's centre pixel; a dict of scalars (see :func:`score_stamps`)."""
+    out = score_stamps([stamp], cascade, centres=[centre])
+    return {key: value[0].item() for key, value in out.items()}
+
+
+class _FixedSelector:
+    """A selector that always proposes one given pixel (the alert position in its stamp)."""
+
+    def __init__(self, row: int, col: int) -> None:
+        self.row, self.col = row, col
+
+    def __call__(self, filtered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([self.row], dtype=np.int64), np.array([self.col], dtype=np.int64)
+
+
+def _build_selector(config: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Instantiate a selector from its ``_target_`` config; an already built callable passes through."""
+    if callable(config):
+        return config
+    if not isinstance(config, Mapping) or "_target_" not in config:
+        raise ValueError(f"cascade.input_spec.selector: expected a config with '_target_', got {config!r}")
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(dict(config))
+    except (InstantiationException, ImportError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cascade.input_spec.selector: cannot build {config.get('_target_')!r} ({first})") from None
+
+
+def _check_image(image: np.ndarray, cutout_size: int, *, name: str) -> np.ndarray:
+    """A 2-D float32 view of ``image`` with some finite pixel, at least ``cutout_size`` on each side."""
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D image, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name}: expected real pixel values, got dtype {arr.dtype}")
+    if min(arr.shape) < cutout_size:
+        raise ValueError(
+            f"{name}: {arr.shape[0]}x{arr.shape[1]} px is smaller than the cascade's {cutout_size}x{cutout_size} cutouts"
+        )
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).any():
+        raise ValueError(f"{name}: every pixel is NaN or infinite (fully masked)")
+    return arr
+
+
+def _extract(image: np.ndarray, spec: InputSpec, selector: Any) -> Any:
+    """:func:`extract_candidates` with the artifact's settings."""
+    extra = {} if spec.noise_box is None else {"noise_box": spec.noise_box}
+    return extract_candidates(image, sigma=spec.sigma, selector=selector, cutout_size=spec.cutout_size, **extra)
+
+
+def _assemble(cand: Any, spec: InputSpec) -> np.ndarray:
+    """Model inputs of extracted candidates, with the image noise given per cutout."""
+    n = len(cand.cutouts)
+    return assemble_inputs(
+        cand.cutouts,
+        channels=list(spec.channels),
+        normalize=spec.normalize,
+        image_noise=np.full(n, float(cand.image_noise)),
+        local_noise=np.asarray(cand.local_noise, dtype=np.float64),
+    )
+
+
+def _check_batch(batch_size: int, merge_radius: float) -> None:
+    """Validate the scoring options."""
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    if not np.isfinite(merge_radius) or merge_radius < 0:
+        raise ValueError(f"merge_radius: must be a finite number >= 0, got {merge_radius!r}")
+
+
+def _detections(cand: Any, keep: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> dict[str, np.ndarray]:
+    """Detection arrays of the kept candidate indices."""
+    rows = np.asarray(cand.rows, dtype=np.int64)[keep]
+    cols = np.asarray(cand.cols, dtype=np.int64)[keep]
+    peak = np.asarray(cand.peak, dtype=np.float64)[keep]
+    noise = np.asarray(cand.local_noise, dtype=np.float64)[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(noise > 0, peak / np.where(noise > 0, noise, 1.0), np.nan)
+    return {
+        "rows": rows,
+        "cols": cols,
+        "x": cols.astype(np.float64),
+        "y": rows.astype(np.float64),
+        "p1": p1[keep],
+        "p2": p2[keep],
+        "peak": peak,
+        "snr": snr,
+    }
