@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test calibrate bench lint clean
+.PHONY: help install demo test calibrate bench paper paper-fg lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -30,6 +30,14 @@ test: install  ## run the test suite
 
 calibrate: install  ## simulator statistics on 20 full quadrants vs the targets -> outputs/calibration.json
 	$(PY) -m neocascade.pipelines.calibrate
+
+paper: install  ## the seed's experiments at the seed's scale, in the background (log: outputs/paper/paper.log); PAPER_ARGS=... for overrides
+	mkdir -p outputs/paper
+	nohup $(PY) -m neocascade.pipelines.paper $(PAPER_ARGS) > outputs/paper/paper.log 2>&1 &
+	@echo "make paper runs in the background; follow it with: tail -f outputs/paper/paper.log"
+
+paper-fg: install  ## the same in the foreground
+	$(PY) -m neocascade.pipelines.paper $(PAPER_ARGS)
 
 bench: install  ## speed benchmarks (never part of the tests) -> outputs/bench/
 	$(PY) benchmarks/run_all.py
