@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neocascade.errors import InputError, input_error
-from neocascade.io.npz import TRUTH_COLUMNS, NpyMember, _check_index, check_truth, write_canonical
+from neocascade.io.npz import TRUTH_COLUMNS, ImageStackFile, NpyMember, check_truth, write_canonical
 from neocascade.utils.atomic import atomic_path, check_writable
 
 IMAGES_NAME = "asteroid_difference_images_{k}.npz"
@@ -68,7 +68,7 @@ def trail_box(x: float, y: float, length: float, angle: float) -> Box:
     return Box(xmin=float(x - half_x), xmax=float(x + half_x), ymin=float(y - half_y), ymax=float(y + half_y))
 
 
-class ChallengeFile:
+class ChallengeFile(ImageStackFile):
     """One challenge file pair with the :class:`~neocascade.io.npz.CanonicalFile` interface.
 
     Use :func:`read_challenge` to build it. Attributes ``path`` (the images file), ``info_path``,
@@ -106,20 +106,6 @@ class ChallengeFile:
     def __repr__(self) -> str:
         return f"ChallengeFile({str(self.path)!r}, n_images={self.n_images}, shape={self.shape}, n_truth={len(self.truth)})"
 
-    def __len__(self) -> int:
-        return self.n_images
-
-    def image(self, i: int) -> np.ndarray:
-        """Image ``i`` as a new float32 (H, W) array in DN."""
-        return self._stack.item(_check_index(i, self.n_images))
-
-    def images(self) -> np.ndarray:
-        """All images as one float32 (N, H, W) array; for small files only."""
-        return self._stack.load()
-
-    def truth_for(self, i: int) -> np.ndarray:
-        """Truth rows (k, 6) of image ``i``; empty (0, 6) when it holds no asteroid."""
-        return self.truth[self._truth_image == _check_index(i, self.n_images)]
 
 
 def challenge_paths(directory: str | os.PathLike, k: int) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from neocascade.errors import InputError, input_error
-from neocascade.utils.atomic import atomic_path
+from neocascade.utils.atomic import atomic_path, json_default
 
 TRUTH_COLUMNS = ("image", "x", "y", "magnitude", "length", "angle")
 REQUIRED_KEYS = ("images", "truth", "truth_columns", "meta")
@@ -31,7 +31,38 @@ _LOCAL_MAGIC = b"PK\x03\x04"
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError, zlib.error)
 
 
-class CanonicalFile:
+class ImageStackFile:
+    """What every image file offers downstream code: images one at a time and their truth rows.
+
+    Subclasses set ``path``, ``n_images``, ``shape``, ``meta``, ``truth``, ``_stack`` (an
+    :class:`NpyMember`) and ``_truth_image`` (the image column of ``truth`` as int64).
+    """
+
+    path: Path
+    n_images: int
+    shape: tuple[int, int]
+    meta: dict
+    truth: np.ndarray
+    _stack: "NpyMember"
+    _truth_image: np.ndarray
+
+    def __len__(self) -> int:
+        return self.n_images
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` as a new float32 (H, W) array in DN, NaN where masked."""
+        return self._stack.item(_check_index(i, self.n_images))
+
+    def images(self) -> np.ndarray:
+        """All images as one float32 (N, H, W) array; for small files only."""
+        return self._stack.load()
+
+    def truth_for(self, i: int) -> np.ndarray:
+        """Truth rows (k, 6) of image ``i``; empty (0, 6) when it holds no asteroid."""
+        return self.truth[self._truth_image == _check_index(i, self.n_images)]
+
+
+class CanonicalFile(ImageStackFile):
     """A validated canonical npz file; images are read one at a time.
 
     Parameters
@@ -75,20 +106,6 @@ class CanonicalFile:
     def __repr__(self) -> str:
         return f"CanonicalFile({str(self.path)!r}, n_images={self.n_images}, shape={self.shape}, n_truth={len(self.truth)})"
 
-    def __len__(self) -> int:
-        return self.n_images
-
-    def image(self, i: int) -> np.ndarray:
-        """Image ``i`` as a new float32 (H, W) array in DN, NaN where masked."""
-        return self._stack.item(_check_index(i, self.n_images))
-
-    def images(self) -> np.ndarray:
-        """All images as one float32 (N, H, W) array; for small files only."""
-        return self._stack.load()
-
-    def truth_for(self, i: int) -> np.ndarray:
-        """Truth rows (k, 6) of image ``i``; empty (0, 6) when it holds no asteroid."""
-        return self.truth[self._truth_image == _check_index(i, self.n_images)]
 
 
 def read_canonical(path: str | os.PathLike) -> CanonicalFile:
@@ -160,7 +177,7 @@ def write_canonical(
     if not isinstance(meta, dict):
         raise ValueError(f"meta: must be a dict, got {type(meta).__name__}")
     try:
-        meta_json = json.dumps(meta, default=_json_default)
+        meta_json = json.dumps(meta, default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta: not JSON-serialisable ({exc})") from None
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -372,14 +389,3 @@ def _check_index(i: Any, n: int) -> int:
     if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
         raise IndexError(f"image index {i!r} is outside [0, {n})")
     return int(i)
-
-
-def _json_default(obj: Any) -> Any:
-    """numpy scalars and arrays, and paths, as JSON values."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -1,1 +1,1 @@
-"""pipelines"""
+"""Task functions behind the entry scripts (simulate, train, evaluate, detect, calibrate, demo, paper)."""

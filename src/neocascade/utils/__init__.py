@@ -1,1 +1,1 @@
-"""utils"""
+"""Small helpers: atomic writes, Hydra instantiation, logging, the sweep summary callback."""

@@ -77,7 +77,7 @@ def save_npz(path: str | os.PathLike, *, overwrite: bool = True, compressed: boo
 
 def save_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = True) -> Path:
     """Write ``obj`` as indented JSON atomically."""
-    return save_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", overwrite=overwrite)
+    return save_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n", overwrite=overwrite)
 
 
 def save_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
@@ -101,7 +101,8 @@ def _umask() -> int:
     return mask
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """numpy scalars and arrays, and paths, as JSON values (the ``default=`` of ``json.dumps``)."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
