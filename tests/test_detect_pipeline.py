@@ -227,3 +227,5 @@ def test_bin_image_nan_aware_block_mean():
     np.testing.assert_array_equal(binned, [[(1 + 5 + 6) / 3, (2 + 3 + 7 + 8) / 4], [13.0, 15.0]])  # last column dropped
     binned, _ = bin_image(np.full((4, 4), np.nan, np.float32), max_side=2)
     assert np.isnan(binned).all()
+    binned, _ = bin_image(image, max_side=3, reduce="max")
+    np.testing.assert_array_equal(binned, [[6.0, 8.0], [16.0, 18.0]])  # NaN never wins a block

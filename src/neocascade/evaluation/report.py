@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from matplotlib.figure import Figure
 
 from neocascade.errors import input_error
-from neocascade.utils.atomic import _json_default
+from neocascade.utils.atomic import json_default
 
 FIGURE_DPI = 110
 
@@ -108,7 +108,7 @@ def _nan_to_none(obj: Any) -> Any:
 
 def to_json(obj: Any) -> str:
     """Indented strict JSON of results containing numpy values; NaN and inf become null."""
-    plain = json.loads(json.dumps(obj, default=_json_default, allow_nan=True))
+    plain = json.loads(json.dumps(obj, default=json_default, allow_nan=True))
     return json.dumps(_nan_to_none(plain), indent=2, allow_nan=False) + "\n"
 
 

@@ -237,40 +237,52 @@ def _write_overlay(out: Path, unit: ImageUnit, rows: dict, *, overwrite: bool) -
     return path
 
 
-def bin_image(image: np.ndarray, *, max_side: int = OVERLAY_MAX_SIDE) -> tuple[np.ndarray, int]:
-    """Block-average ``image`` (NaN-aware) by the smallest integer factor that fits ``max_side``.
+def bin_image(image: np.ndarray, *, max_side: int = OVERLAY_MAX_SIDE, reduce: str = "mean") -> tuple[np.ndarray, int]:
+    """Block-reduce ``image`` (NaN-aware) by the smallest integer factor that fits ``max_side``.
 
-    Returns the binned image and the factor; trailing rows/columns that do not fill a block are dropped.
+    ``reduce="mean"`` averages each block; ``"max"`` keeps its brightest pixel, so point sources stay
+    visible in a small overview. Returns the binned image and the factor; trailing rows/columns that do
+    not fill a block are dropped; an all-NaN block stays NaN.
     """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce: must be 'mean' or 'max', got {reduce!r}")
     arr = np.asarray(image, dtype=np.float32)
     factor = max(1, math.ceil(max(arr.shape) / max_side))
     h, w = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor
     blocks = arr[:h, :w].reshape(h // factor, factor, w // factor, factor)
     finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0.0).sum(axis=(1, 3), dtype=np.float64)
     count = finite.sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        binned = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return binned.astype(np.float32), factor
+    if reduce == "max":
+        binned = np.where(finite, blocks, -np.inf).max(axis=(1, 3))
+    else:
+        total = np.where(finite, blocks, 0.0).sum(axis=(1, 3), dtype=np.float64)
+        binned = total / np.maximum(count, 1)
+    return np.where(count > 0, binned, np.nan).astype(np.float32), factor
 
 
 def overlay_figure(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, title: str = "") -> Any:
-    """A matplotlib Figure of the binned image (1-99.5 percentile stretch) with circles at ``(x, y)``."""
+    """A matplotlib Figure of the image (block maxima, 1-99.5 percentile stretch) with circles at ``(x, y)``.
+
+    Axes are in the image's own pixel coordinates; masked pixels are shown in blue.
+    """
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.patches import Circle
 
-    binned, factor = bin_image(image)
+    binned, factor = bin_image(image, reduce="max")
     finite = binned[np.isfinite(binned)]
     lo, hi = (np.percentile(finite, [1.0, 99.5]) if finite.size else (0.0, 1.0))
-    figure = Figure(figsize=(8, 8 * binned.shape[0] / max(binned.shape[1], 1) + 0.4))
+    h, w = binned.shape[0] * factor, binned.shape[1] * factor
+    figure = Figure(figsize=(8.8, 8 * h / max(w, 1) + 0.4))
     ax = figure.add_subplot()
-    ax.imshow(np.nan_to_num(binned, nan=lo), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower",
-              interpolation="nearest")
-    shift = (factor - 1) / 2  # binned pixel i covers original pixels factor*i .. factor*i + factor - 1
-    for cx, cy in zip((np.asarray(x) - shift) / factor, (np.asarray(y) - shift) / factor):
-        ax.add_patch(Circle((cx, cy), OVERLAY_RADIUS, fill=False, edgecolor="red", linewidth=1.0))
+    cmap = colormaps["gray"].with_extremes(bad="tab:blue")
+    shown = ax.imshow(binned, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower",
+                      interpolation="nearest", extent=(-0.5, w - 0.5, -0.5, h - 0.5))
+    for cx, cy in zip(np.asarray(x, dtype=float), np.asarray(y, dtype=float)):
+        ax.add_patch(Circle((cx, cy), OVERLAY_RADIUS * factor, fill=False, edgecolor="red", linewidth=1.0))
     ax.set_title(title, fontsize=8)
-    ax.set_xlabel(f"x / {factor} px")
-    ax.set_ylabel(f"y / {factor} px")
+    ax.set_xlabel("x (column, px)")
+    ax.set_ylabel("y (row, px)")
+    figure.colorbar(shown, ax=ax, shrink=0.8, label=f"brightest pixel per {factor}x{factor} block (DN)")
     figure.tight_layout()
     return figure
