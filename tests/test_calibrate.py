@@ -57,3 +57,16 @@ def test_bad_image_count_is_one_line_and_exit_2(tmp_path, capsys):
     assert cal.main(["--n-images", "0", "--out-dir", str(tmp_path), "--no-alerts"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "--n-images: must be >= 1 (got 0)"
+
+
+def test_one_quadrant_writes_the_required_keys_at_the_top_level(tmp_path):
+    import json
+
+    cal.calibrate(n_images=1, seed=3, out_dir=tmp_path, alert_dir=None)
+    report = json.loads((tmp_path / "calibration.json").read_text())
+    for key in ("noise_mad_dn", "psf_fwhm_px", "zero_point", "asteroid_peak_median_dn", "dead_fraction",
+                "candidates_per_quadrant", "footprint_completeness", "completeness_by_magnitude"):
+        assert key in report, key
+    assert set(report["footprint_completeness"]) == {"30", "50", "70", "100"}
+    assert report["candidates_per_quadrant"]["30"] > report["candidates_per_quadrant"]["100"]
+    assert (tmp_path / "calibration.png").stat().st_size > 10_000

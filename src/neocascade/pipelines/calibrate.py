@@ -429,7 +429,8 @@ def calibrate(*, n_images: int, seed: int, out_dir: Path, alert_dir: Path | None
         report["ztf_alerts"], real_samples = alert_statistics(alert_dir)
     report["targets"] = check_targets({**sim})
     report["table"] = format_table(report).splitlines()
-    save_json(out_dir / "calibration.json", report)
+    # the simulator's statistics sit at the top level of the file (noise_mad_dn, footprint_completeness, ...)
+    save_json(out_dir / "calibration.json", {**sim, **{k: v for k, v in report.items() if k != "sim"}})
     save_bytes(out_dir / "calibration.png", make_figure(sim_samples, real_samples))
     return report
 
