@@ -12,7 +12,7 @@ from neocascade.errors import InputError
 from neocascade.models.baseline import BaselineNet
 from neocascade.models.final import FinalNet
 from neocascade.models.forest import RandomForestStage
-from neocascade.training.artifact import load_cascade, save_cascade, stage_record
+from neocascade.training.artifact import REFERENCE, load_cascade, save_cascade, stage_record
 from neocascade.training.thresholds import threshold_for_precision, threshold_for_recall
 from neocascade.utils.sweep import collect_jobs, parse_overrides, summary_rows, write_summary
 
@@ -41,7 +41,7 @@ def test_round_trip_scores_match_models(tmp_path):
     t1 = float(np.sort(q1)[len(q1) // 2])  # half the cutouts pass stage 1
     path = _save(tmp_path / "cascade.pt", stage_record(net1, t1), stage_record(net2, 0.5))
     cascade = load_cascade(path, expected_arch=("baseline", "final"), expected_cutout_size=21)
-    p1, p2 = cascade.score(x)
+    p1, p2 = cascade.set_inference(REFERENCE).score(x)  # exact fp32; the fast default is tested in test_inference_variants
     np.testing.assert_allclose(p1, q1, rtol=1e-6)
     keep = q1 >= t1
     assert np.isnan(p2[~keep]).all() and (~keep).any()
