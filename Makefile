@@ -29,7 +29,7 @@ test: install  ## run the test suite
 	$(PY) -m pytest -q
 
 calibrate: install  ## simulator statistics on 20 full quadrants vs the targets -> outputs/calibration.json
-	$(PY) -m neocascade.pipelines.calibrate
+	$(PY) -m neocascade.pipelines.calibrate --overwrite
 
 paper: install  ## the seed's experiments at the seed's scale, in the background (log: outputs/paper/paper.log); PAPER_ARGS=... for overrides
 	mkdir -p outputs/paper

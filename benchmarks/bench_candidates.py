@@ -135,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     results = run(args.repeats, args.threads)
     print(_table(results))
-    save_json(args.out, results)
+    save_json(args.out, results, overwrite=True)
     print(f"wrote {args.out}")
 
 

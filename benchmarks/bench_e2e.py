@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.compile and n == max(args.cores):
                 result["cores"][str(n)]["stage1_only"].update(_run_compile(cmd, env, args.compile_timeout))
         result["load_average_end"] = list(os.getloadavg())
-    save_json(args.out, result)
+    save_json(args.out, result, overwrite=True)
     for n, res in result["cores"].items():
         steps = res["steps"]["default"]["seconds"]
         limit = max(steps, key=steps.get)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, e in result["selectors"].items():
         print(f"{name:14s} {e['seconds_per_quadrant']:10.3f} {e['candidates_per_quadrant']:8.0f} "
               + " ".join(f"{e[f'completeness_r{r:g}']:11.3f}" for r in RADII))
-    save_json(args.out, result)
+    save_json(args.out, result, overwrite=True)
     print(f"wrote {args.out}")
     return 0
 

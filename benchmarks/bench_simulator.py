@@ -55,7 +55,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "simulator": SIMULATOR_VERSION,
     }
-    save_json(args.out, result)
+    save_json(args.out, result, overwrite=True)
     print(f"simulate_image {config.shape[0]}x{config.shape[1]}: median {median:.3f} s over {args.runs} runs "
           f"(min {min(times):.3f} s; target <= {TARGET_S} s; load {load_before:.1f}) -> {args.out}")
     return 0

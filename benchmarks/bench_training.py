@@ -225,10 +225,10 @@ def main(argv: list[str] | None = None) -> dict:
         report = {**previous, "setup": report["setup"], "cnn": {**previous.get("cnn", {}), **cnn}}
     else:
         report["cnn"] = cnn
-    save_json(args.out, report)  # keep the CNN figures even if the forest part is interrupted
+    save_json(args.out, report, overwrite=True)  # keep the CNN figures even if the forest part is interrupted
     if not args.no_rf:
         report["rf"] = bench_forest(n=args.rf_samples, size=args.size, runs=args.rf_runs, n_jobs=args.threads)
-    save_json(args.out, report)
+    save_json(args.out, report, overwrite=True)
     logging.info("wrote %s", args.out)
     return report
 

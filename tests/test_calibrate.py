@@ -70,3 +70,12 @@ def test_one_quadrant_writes_the_required_keys_at_the_top_level(tmp_path):
     assert set(report["footprint_completeness"]) == {"30", "50", "70", "100"}
     assert report["candidates_per_quadrant"]["30"] > report["candidates_per_quadrant"]["100"]
     assert (tmp_path / "calibration.png").stat().st_size > 10_000
+
+
+def test_existing_results_are_not_replaced_without_overwrite(tmp_path):
+    from neocascade.errors import InputError
+
+    (tmp_path / "calibration.json").write_text("{}")
+    with pytest.raises(InputError, match="already exists"):
+        cal.calibrate(n_images=1, seed=3, out_dir=tmp_path, alert_dir=None)
+    assert (tmp_path / "calibration.json").read_text() == "{}"

@@ -140,3 +140,12 @@ def test_stage_check_refuses_both_thresholds(tmp_path):
     cfg = _compose("stage=first", "stage.threshold=0.3", tmp=tmp_path)
     with pytest.raises(InputError, match="stage.threshold / stage.min_recall: set exactly one"):
         _check_stage(cfg.stage)
+
+
+@pytest.mark.parametrize("kernel", [30, 70])
+def test_kernel_sweep_tiles_the_image(kernel, tmp_path):
+    """`-m data.kernel=30,50,70` moves the stride with the kernel unless data.stride is given."""
+    selector = instantiate(_compose(f"data.kernel={kernel}", tmp=tmp_path).data.selector)
+    assert (selector.kernel, selector.stride) == (kernel, kernel)
+    selector = instantiate(_compose(f"data.kernel={kernel}", "data.stride=10", tmp=tmp_path).data.selector)
+    assert (selector.kernel, selector.stride) == (kernel, 10)

@@ -427,7 +427,7 @@ def build_cache(
     select, _ = resolve_selector(selector)
     handle.root.mkdir(parents=True, exist_ok=True)
     if not (handle.root / "key.json").is_file():
-        save_json(handle.root / "key.json", handle.key)
+        save_json(handle.root / "key.json", handle.key, overwrite=True)
     settings = dict(sigma=float(sigma), selector=select, cutout_size=int(cutout_size), label_mode=label_mode, label_radius=float(label_radius), dtype=dtype)
     from tqdm.auto import tqdm
 

@@ -28,7 +28,7 @@ from neocascade.errors import InputError, input_error
 from neocascade.preprocess.filters import gaussian_filter, mask_invalid
 from neocascade.simulation import SIMULATOR_VERSION, SimConfig, draw_conditions, simulate_image
 from neocascade.simulation.psf import measure_fwhm
-from neocascade.utils.atomic import save_bytes, save_json
+from neocascade.utils.atomic import check_writable, save_bytes, save_json
 
 log = logging.getLogger("neocascade.calibrate")
 
@@ -408,8 +408,13 @@ def make_figure(sim_samples: dict[str, Any], real_samples: dict[str, Any] | None
     return buffer.getvalue()
 
 
-def calibrate(*, n_images: int, seed: int, out_dir: Path, alert_dir: Path | None) -> dict[str, Any]:
-    """Run the calibration; write ``calibration.json`` and ``calibration.png`` into ``out_dir``."""
+def calibrate(*, n_images: int, seed: int, out_dir: Path, alert_dir: Path | None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the calibration; write ``calibration.json`` and ``calibration.png`` into ``out_dir``.
+
+    Existing files there are refused (before any work) unless ``overwrite``.
+    """
+    for name in ("calibration.json", "calibration.png"):
+        check_writable(out_dir / name, overwrite=overwrite)
     if n_images < 1:
         raise input_error("--n-images", "must be >= 1", found=n_images)
     config = SimConfig()
@@ -430,8 +435,8 @@ def calibrate(*, n_images: int, seed: int, out_dir: Path, alert_dir: Path | None
     report["targets"] = check_targets({**sim})
     report["table"] = format_table(report).splitlines()
     # the simulator's statistics sit at the top level of the file (noise_mad_dn, footprint_completeness, ...)
-    save_json(out_dir / "calibration.json", {**sim, **{k: v for k, v in report.items() if k != "sim"}})
-    save_bytes(out_dir / "calibration.png", make_figure(sim_samples, real_samples))
+    save_json(out_dir / "calibration.json", {**sim, **{k: v for k, v in report.items() if k != "sim"}}, overwrite=overwrite)
+    save_bytes(out_dir / "calibration.png", make_figure(sim_samples, real_samples), overwrite=overwrite)
     return report
 
 
@@ -444,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alerts", type=Path, default=Path(os.environ.get("NEOCASCADE_ALERTS", "../shared/data/ztf_alerts")),
                         help="folder of ZTF alert *.avro packets (default $NEOCASCADE_ALERTS or ../shared/data/ztf_alerts)")
     parser.add_argument("--no-alerts", action="store_true", help="skip the real-data comparison")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing calibration.json/.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -452,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         report = calibrate(n_images=args.n_images, seed=args.seed, out_dir=args.out_dir,
-                           alert_dir=None if args.no_alerts else args.alerts)
+                           alert_dir=None if args.no_alerts else args.alerts, overwrite=args.overwrite)
     except InputError as exc:
         print(str(exc), file=sys.stderr)
         return 2

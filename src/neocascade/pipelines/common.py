@@ -21,21 +21,49 @@ INPUT_ERROR_EXIT = 2  # exit status for bad input (a config key, a file); 1 stay
 
 
 class report_input_errors(contextlib.ContextDecorator):
-    """Turn an :class:`InputError` into one ``error: ...`` line on stderr and exit status 2.
+    """Turn bad input into one ``error: ...`` line on stderr and exit status 2.
 
-    Use as a decorator on a pipeline's ``run`` or as ``with report_input_errors():``. Other
-    exceptions pass through with their traceback: they are bugs, not bad input.
+    Bad input is an :class:`InputError` (also when Hydra's ``instantiate`` wrapped it), a
+    ``ValueError``/``TypeError`` raised while building an object from a config node (named by its
+    key), or an OmegaConf error (a missing or misspelt key). Use as a decorator on a pipeline's
+    ``run`` or as ``with report_input_errors():``. Other exceptions keep their traceback: they are bugs.
     """
 
     def __enter__(self) -> "report_input_errors":
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is not None and isinstance(exc, InputError):
-            sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else exc_type.__name__}\n")
-            sys.stderr.flush()
-            raise SystemExit(INPUT_ERROR_EXIT) from None
-        return False
+        message = None if exc is None else input_error_message(exc)
+        if message is None:
+            return False
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+        raise SystemExit(INPUT_ERROR_EXIT) from None
+
+
+def input_error_message(exc: BaseException) -> str | None:
+    """The one-line message for ``exc`` when it is bad input (see :class:`report_input_errors`), else None."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    chain, seen = exc, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, InputError):
+            return _first_line(chain) or type(chain).__name__
+        chain = chain.__cause__ or chain.__context__
+    if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, (ValueError, TypeError)):
+        # Hydra ends its message with "full_key: data.selector" naming the node being built
+        keys = [line[len("full_key: "):] for line in str(exc).splitlines() if line.startswith("full_key: ")]
+        return f"{keys[-1] if keys else 'config'}: {_first_line(exc.__cause__)}"
+    if isinstance(exc, OmegaConfBaseException):
+        return f"config: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 @dataclass
@@ -89,5 +117,5 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     """Write the resolved config as ``config.yaml`` in the run folder (atomically, rank 0 only)."""
     path = run_dir / "config.yaml"
     if is_rank_zero():
-        save_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+        save_text(path, OmegaConf.to_yaml(cfg, resolve=True), overwrite=True)
     return path

@@ -152,7 +152,7 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     }
     write_report(out_dir, markdown=render_markdown(report, figures=list(figures)), metrics=payload, figures=figures,
                  overwrite=bool(cfg.overwrite))
-    save_text(job.run_dir / "metrics.json", to_json(payload))
+    save_text(job.run_dir / "metrics.json", to_json(payload), overwrite=True)
     log.info("report written to %s", out_dir)
     _log_wandb(cfg, job, metrics, out_dir, list(figures))
     for fig in figures.values():

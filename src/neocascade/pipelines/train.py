@@ -73,6 +73,9 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     dict
         The report written to ``metrics.json`` (rank 0); other ranks return it unwritten.
     """
+    if OmegaConf.select(cfg, "data._target_") is None:
+        raise input_error("data", "this preset builds no training data (data=ztf_alerts is for measuring only)",
+                          found=OmegaConf.select(cfg, "data.name"))
     job = job_info(run_dir)
     job.run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run folder: %s", job.run_dir.resolve())
@@ -365,7 +368,7 @@ def _evaluate_and_save(ctx: Context, stage1: StageModel, stage2: StageModel | No
             metrics={k: v for k, v in report.items() if k not in ("config", "false_positives", "false_negatives")},
             overwrite=bool(cfg.get("overwrite", False)),
         )
-        save_json(ctx.run_dir / METRICS_FILE, report)
+        save_json(ctx.run_dir / METRICS_FILE, report, overwrite=True)
         log.info("wrote %s and %s", ctx.run_dir / report["artifact"], ctx.run_dir / METRICS_FILE)
     _log_metrics(ctx, {k: (float("nan") if v is None else v) for k, v in metrics.items()})
     _log_examples(ctx, fp, fn)

@@ -1,7 +1,7 @@
 """Atomic writes: write to a temporary name beside the target, then rename.
 
-A reader never sees a half-written file, and two jobs writing the same result both succeed
-(the last rename wins with identical content). Nothing the user wrote is overwritten unless asked.
+A reader never sees a half-written file. Every writer refuses to replace an existing file unless
+called with ``overwrite=True``, which only run-owned files (a run folder's reports, caches) use.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is renamed onto ``path``."""
     path = check_writable(path, overwrite=overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -67,7 +67,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_npz(path: str | os.PathLike, *, overwrite: bool = True, compressed: bool = False, **arrays: Any) -> Path:
+def save_npz(path: str | os.PathLike, *, overwrite: bool = False, compressed: bool = False, **arrays: Any) -> Path:
     """Write ``arrays`` to an ``.npz`` file atomically."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fh:
@@ -75,19 +75,19 @@ def save_npz(path: str | os.PathLike, *, overwrite: bool = True, compressed: boo
     return Path(path)
 
 
-def save_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = True) -> Path:
+def save_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = False) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     return save_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n", overwrite=overwrite)
 
 
-def save_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+def save_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
     """Write ``text`` atomically."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
-def save_bytes(path: str | os.PathLike, data: bytes | io.BytesIO, *, overwrite: bool = True) -> Path:
+def save_bytes(path: str | os.PathLike, data: bytes | io.BytesIO, *, overwrite: bool = False) -> Path:
     """Write ``data`` atomically."""
     payload = data.getvalue() if isinstance(data, io.BytesIO) else data
     with atomic_path(path, overwrite=overwrite) as tmp:

@@ -92,8 +92,8 @@ def write_summary(sweep_dir: str | Path, rows: list[dict]) -> tuple[Path, Path]:
     writer.writerows(rows)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(row.get(k, "")) for k in header) + " |" for row in rows]
-    csv_path = save_text(sweep_dir / "summary.csv", buffer.getvalue())
-    md_path = save_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
+    csv_path = save_text(sweep_dir / "summary.csv", buffer.getvalue(), overwrite=True)
+    md_path = save_text(sweep_dir / "summary.md", "\n".join(lines) + "\n", overwrite=True)
     return csv_path, md_path
 
 
