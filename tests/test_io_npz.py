@@ -108,6 +108,19 @@ def test_truncated(tmp_path):
         read_canonical(path)
 
 
+def test_bytes_corrupted_inside_the_images_are_refused(tmp_path):
+    images, truth = _data(3, 64, 64)  # larger than zipfile's read-ahead, so opening alone cannot see the damage
+    path = write_canonical(tmp_path / "bad.npz", images, truth, {})
+    data = bytearray(path.read_bytes())
+    start = data.find(images.tobytes()[:16])  # the first image's pixels in the stored member
+    assert start > 0
+    data[start + 8:start + 16] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"bad\.npz: 'images' is corrupt \(its CRC-32"):
+        read_canonical(path).image(0)
+    np.testing.assert_array_equal(read_canonical(write_canonical(tmp_path / "ok.npz", images, truth, {})).image(2), images[2])
+
+
 def test_missing_key_lists_found(tmp_path):
     members = _valid_members()
     members["imgs"] = members.pop("images")

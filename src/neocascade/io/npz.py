@@ -249,6 +249,7 @@ class NpyMember:
                     version = np.lib.format.read_magic(fp)
                     shape, fortran, dtype = _read_header(fp, version)
                 self._offset = _data_offset(self.path, info, version) if info.compress_type == zipfile.ZIP_STORED else None
+                self._crc, self._member_size = info.CRC, info.file_size
         except InputError:
             raise
         except _READ_ERRORS as exc:
@@ -262,6 +263,7 @@ class NpyMember:
             if needed > size:
                 raise input_error(self.path, f"truncated: '{key}' needs {needed} bytes", found=size)
         self._array: np.ndarray | None = None
+        self._verified = False
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -272,6 +274,8 @@ class NpyMember:
         """The whole member: a read-only memory map, or the loaded array for compressed files."""
         if self._array is None:
             if self._offset is not None:
+                if not self._verified:
+                    self._verify_crc()
                 order = "F" if self.fortran else "C"
                 self._array = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self._offset, shape=self.shape, order=order)
             else:
@@ -281,6 +285,29 @@ class NpyMember:
                 except _READ_ERRORS as exc:
                     raise input_error(self.path, f"cannot read '{self.key}': {exc}") from None
         return self._array
+
+    def _verify_crc(self) -> None:
+        """Check a stored member against its zip CRC-32 once, before it is memory-mapped.
+
+        ``np.load`` checks the CRC of what it decompresses; a memory map bypasses that, so a file
+        corrupted on disk would otherwise give wrong pixels silently. Reads the member once (~1 s/GB).
+        """
+        start = self._offset - self._header_length()
+        crc, left = 0, self._member_size
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            while left > 0:
+                chunk = fh.read(min(left, 1 << 26))
+                if not chunk:
+                    break
+                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+        if left or crc != self._crc:
+            raise input_error(self.path, f"'{self.key}' is corrupt (its CRC-32 does not match the zip directory)")
+        self._verified = True
+
+    def _header_length(self) -> int:
+        """Bytes of the ``.npy`` header in front of the array data."""
+        return self._member_size - int(np.prod(self.shape)) * self.dtype.itemsize
 
     def item(self, i: int) -> np.ndarray:
         """Entry ``i`` along the first axis as a new float32 array."""
