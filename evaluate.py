@@ -14,7 +14,7 @@ from neocascade.pipelines.evaluate import run
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Compose conf/evaluate.yaml with the command-line overrides and run the evaluation pipeline."""
-    run(cfg)
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from neocascade.pipelines.train import run
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Compose conf/train.yaml with the command-line overrides and run the training pipeline."""
-    run(cfg)
+    return run(cfg)
 
 
 if __name__ == "__main__":

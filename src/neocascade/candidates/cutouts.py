@@ -22,6 +22,8 @@ def cutouts(
         Odd stamp side in px; the centre pixel is ``stamp[size // 2, size // 2]``.
     fill : float
         Value for non-finite pixels (NaN, ±inf) and for the parts of a stamp beyond the image.
+        Constant padding rather than edge replication: a difference image's expected value is 0,
+        so a stamp at the border never shows a copied source that is not there.
 
     Returns
     -------

@@ -23,6 +23,24 @@ def _step(title: str, args: list[str]) -> None:
         raise SystemExit(f"demo: step '{title}' failed with exit status {completed.returncode}")
 
 
+def _current(path: Path) -> bool:
+    """Whether ``path`` exists and was written by this simulator version with the demo preset's seed."""
+    from omegaconf import OmegaConf
+
+    from neocascade.errors import InputError
+    from neocascade.io.npz import read_canonical
+    from neocascade.simulation import SIMULATOR_VERSION
+
+    if not path.exists():
+        return False
+    try:
+        meta = read_canonical(path).meta
+    except InputError:
+        return False
+    seed = OmegaConf.load(Path("conf/data/demo.yaml")).source.seed
+    return meta.get("simulator") == SIMULATOR_VERSION and meta.get("seed") == seed and meta.get("preset") == "demo"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; extra arguments (Hydra overrides) are passed to the training step."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -30,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path("outputs/demo") / stamp
     data_dir = Path("outputs/data/demo")
-    if not (data_dir / "images_7.npz").exists():
-        _step("simulate the demo data set", ["simulate.py", "data=demo", f"out_dir={data_dir}"])
+    if not _current(data_dir / "images_7.npz"):
+        _step("simulate the demo data set", ["simulate.py", "data=demo", f"out_dir={data_dir}", "overwrite=true"])
     else:
-        log.info("==> simulated demo files already in %s (delete them to simulate again)", data_dir)
+        log.info("==> simulated demo files already in %s (same simulator and seed)", data_dir)
     train_dir = root / "train"
     _step(
         "train the seed's cascade (final CNN, stage 1 + boost)",
