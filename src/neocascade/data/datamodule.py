@@ -153,6 +153,10 @@ class CutoutDataModule(pl.LightningDataModule):
         Progress bar while building; None shows it on a terminal only.
     mmap : bool
         Memory-map the cached cutouts (default) rather than loading them.
+    val_negatives : int, optional
+        Cap on the validation negatives :meth:`val_dataloader` uses during training: every (kept)
+        positive plus this many negatives drawn once with ``seed``. None uses them all. Thresholds
+        are always picked on the whole file (:meth:`predict_loader`).
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class CutoutDataModule(pl.LightningDataModule):
         n_jobs: int = 1,
         progress: bool | None = None,
         mmap: bool = True,
+        val_negatives: int | None = None,
     ):
         super().__init__()
         self.source = _build(source, "data.source")
@@ -217,6 +222,9 @@ class CutoutDataModule(pl.LightningDataModule):
         self.n_jobs = n_jobs
         self.progress = progress
         self.mmap = bool(mmap)
+        if val_negatives is not None and (isinstance(val_negatives, bool) or not isinstance(val_negatives, (int, np.integer)) or val_negatives < 0):
+            raise input_error("data.val_negatives", "must be null or an integer >= 0", found=repr(val_negatives))
+        self.val_negatives = None if val_negatives is None else int(val_negatives)
         self.handle = cache_handle(
             self.source,
             files=self.all_files,
@@ -284,8 +292,23 @@ class CutoutDataModule(pl.LightningDataModule):
         return self._loader(dataset, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
-        """Every (kept) validation candidate, in order; an empty list when the split has no files."""
-        return self._eval_loader("val")
+        """The (kept) validation candidates in order, negatives capped at ``val_negatives``; [] without files."""
+        if not self.split["val"] or self.val_negatives is None:
+            return self._eval_loader("val")
+        return self._loader(self._dataset("val", self.val_subsample(), augment=False), shuffle=False)
+
+    def val_subsample(self) -> np.ndarray:
+        """Sorted indices of every kept validation positive and at most ``val_negatives`` kept negatives.
+
+        The negatives are a fixed draw (seeded by ``seed``), the same every epoch and every call.
+        """
+        indices = self._indices("val")
+        positive = self.candidates("val").label[indices] == 1
+        negatives = indices[~positive]
+        if self.val_negatives is not None and negatives.size > self.val_negatives:
+            rng = np.random.default_rng([self.seed, 0x7A1])
+            negatives = rng.choice(negatives, size=self.val_negatives, replace=False)
+        return np.sort(np.concatenate([indices[positive], negatives]))
 
     def test_dataloader(self) -> DataLoader | list:
         """Every (kept) test candidate, in order."""
