@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -404,44 +404,16 @@ def _standard_figures(val: Scored, test: Scored, primary: Mapping[str, Any], fit
 
 def _footprint(dm: Any, cascade: Any, cfg: DictConfig) -> tuple[dict, list[dict]]:
     """The seed's Fig. 3 and 4 on the first ``eval.footprint.n_images`` test images."""
-    from neocascade.candidates.extract import extract_candidates
-    from neocascade.candidates.footprint import footprint_peaks
-    from neocascade.data.cache import label_candidates
-
     kernels = [int(k) for k in cfg.eval.footprint.kernels]
     if not kernels or min(kernels) <= 0:
         raise input_error("eval.footprint.kernels", "must be positive integers", found=kernels)
     spec = cascade.input_spec
-    sigma = float(spec.get("sigma", dm.sigma))
-    mode = str(spec.get("label_mode", dm.label_mode))
-    radius = float(spec.get("label_radius", dm.label_radius))
-    budget = int(cfg.eval.footprint.n_images)
-    mags: list[np.ndarray] = []
-    proposed: dict[int, list[np.ndarray]] = {k: [] for k in kernels}
-    n_cand = {k: 0 for k in kernels}
-    n_img = 0
-    for f in dm.split["test"]:
-        for i in range(dm.source.n_images(f)):
-            if n_img >= budget:
-                break
-            image, truth = dm.source.read(f, i)
-            truth = np.asarray(truth, dtype=np.float64).reshape(-1, 6)
-            filtered = extract_candidates(image, sigma=sigma, selector=_no_candidates, cutout_size=3).filtered
-            for k in kernels:
-                rows, cols = footprint_peaks(filtered, kernel=k, stride=k)
-                label, matched = label_candidates(np.asarray(rows), np.asarray(cols), truth, mode=mode, radius=radius)
-                hit = np.zeros(len(truth), dtype=bool)
-                hit[matched[matched >= 0]] = True
-                proposed[k].append(hit)
-                n_cand[k] += int(np.asarray(rows).size)
-            mags.append(truth[:, 3])
-            n_img += 1
-    mag = np.concatenate(mags) if mags else np.zeros(0)
-    flags = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in proposed.items()}
+    mag, flags, per_image, n_img = footprint_study(
+        dm, kernels=kernels, n_images=int(cfg.eval.footprint.n_images), sigma=float(spec.get("sigma", dm.sigma)),
+        label_mode=str(spec.get("label_mode", dm.label_mode)), label_radius=float(spec.get("label_radius", dm.label_radius)))
     rows_out = [
         {"kernel_px": k, "proposed": int(flags[k].sum()), "asteroids": int(mag.size),
-         "fraction": float(flags[k].mean()) if mag.size else float("nan"),
-         "candidates_per_image": n_cand[k] / max(n_img, 1)}
+         "fraction": float(flags[k].mean()) if mag.size else float("nan"), "candidates_per_image": per_image[k]}
         for k in kernels
     ]
     figs: dict[str, Any] = {}
@@ -454,11 +426,48 @@ def _footprint(dm: Any, cascade: Any, cfg: DictConfig) -> tuple[dict, list[dict]
     return figs, rows_out
 
 
+def footprint_study(
+    dm: Any, *, kernels: Sequence[int], n_images: int, sigma: float, label_mode: str, label_radius: float
+) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, float], int]:
+    """Which test asteroids the footprint proposes for each kernel (stride = kernel), on the first ``n_images``.
+
+    Same filter and label rule as the cache (``extract_candidates``, ``label_candidates``), so the row of
+    the cache's own kernel matches its ``truth_proposed``. Returns the magnitudes (M,), a bool (M,) per
+    kernel, the mean candidates per image per kernel and the number of images scanned.
+    """
+    from neocascade.candidates.extract import extract_candidates
+    from neocascade.candidates.footprint import footprint_peaks
+    from neocascade.data.cache import label_candidates
+
+    mags: list[np.ndarray] = []
+    hits: dict[int, list[np.ndarray]] = {k: [] for k in kernels}
+    n_cand = {k: 0 for k in kernels}
+    n_img = 0
+    for f in dm.split["test"]:
+        for i in range(dm.source.n_images(f)):
+            if n_img >= n_images:
+                break
+            image, truth = dm.source.read(f, i)
+            truth = np.asarray(truth, dtype=np.float64).reshape(-1, 6)
+            filtered = extract_candidates(image, sigma=sigma, selector=_no_candidates, cutout_size=3).filtered
+            for k in kernels:
+                rows, cols = footprint_peaks(filtered, kernel=k, stride=k)
+                _, matched = label_candidates(np.asarray(rows), np.asarray(cols), truth, mode=label_mode,
+                                              radius=label_radius)
+                hit = np.zeros(len(truth), dtype=bool)
+                hit[matched[matched >= 0]] = True
+                hits[k].append(hit)
+                n_cand[k] += int(np.asarray(rows).size)
+            mags.append(truth[:, 3])
+            n_img += 1
+    mag = np.concatenate(mags) if mags else np.zeros(0)
+    flags = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in hits.items()}
+    return mag, flags, {k: n_cand[k] / max(n_img, 1) for k in kernels}, n_img
+
+
 def _no_candidates(filtered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A selector that proposes nothing: used to get extract_candidates' filtered image alone."""
     return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-
-
 def _data_figures(dm: Any, test: Scored, cfg: DictConfig) -> dict:
     """The seed's Fig. 2 (pixel box plots), Fig. 6 (positive / negative cutouts) and the t-SNE."""
     from neocascade.evaluation.tsne import tsne_kmeans

@@ -281,8 +281,11 @@ def study_task(args: Sequence[str]) -> dict:
     if not kernels or min(kernels) <= 0:
         raise input_error("study.kernels", "must be positive integers", found=kernels)
     n_images = int(own.get("n_images", 0)) or sum(dm.source.n_images(f) for f in dm.split["test"])
+    from neocascade.pipelines.evaluate import footprint_study
+
     start = time.perf_counter()
-    mag, flags, per_image, n_img = footprint_study(dm, kernels=kernels, n_images=n_images)
+    mag, flags, per_image, n_img = footprint_study(dm, kernels=kernels, n_images=n_images, sigma=dm.sigma,
+                                                   label_mode=dm.label_mode, label_radius=dm.label_radius)
     rows = [{"kernel_px": k, "proposed": int(flags[k].sum()), "asteroids": int(mag.size),
              "fraction": float(flags[k].mean()) if mag.size else None, "candidates_per_image": per_image[k]}
             for k in kernels]
@@ -317,52 +320,6 @@ def study_task(args: Sequence[str]) -> dict:
         fig.clear()
     save_json(out / DONE_FILE, result, overwrite=True)
     return result
-
-
-def footprint_study(dm: Any, *, kernels: Sequence[int], n_images: int) -> tuple[Any, dict, dict, int]:
-    """Which test asteroids the footprint proposes for each kernel (stride = kernel), on the first ``n_images``.
-
-    Returns the magnitudes (M,), a bool (M,) per kernel, the mean candidates per image per kernel and
-    the number of images scanned. Same filter and label rule as the cache (``extract_candidates``,
-    ``label_candidates``), so the kernel-50 row matches the cache's ``truth_proposed``.
-    """
-    import numpy as np
-
-    from neocascade.candidates.extract import extract_candidates
-    from neocascade.candidates.footprint import footprint_peaks
-    from neocascade.data.cache import label_candidates
-
-    mags: list[np.ndarray] = []
-    hits: dict[int, list[np.ndarray]] = {k: [] for k in kernels}
-    n_cand = {k: 0 for k in kernels}
-    n_img = 0
-    for f in dm.split["test"]:
-        for i in range(dm.source.n_images(f)):
-            if n_img >= n_images:
-                break
-            image, truth = dm.source.read(f, i)
-            truth = np.asarray(truth, dtype=np.float64).reshape(-1, 6)
-            filtered = extract_candidates(image, sigma=dm.sigma, selector=_no_candidates, cutout_size=3).filtered
-            for k in kernels:
-                rows, cols = footprint_peaks(filtered, kernel=k, stride=k)
-                _, matched = label_candidates(np.asarray(rows), np.asarray(cols), truth, mode=dm.label_mode,
-                                              radius=dm.label_radius)
-                hit = np.zeros(len(truth), dtype=bool)
-                hit[matched[matched >= 0]] = True
-                hits[k].append(hit)
-                n_cand[k] += int(np.asarray(rows).size)
-            mags.append(truth[:, 3])
-            n_img += 1
-    mag = np.concatenate(mags) if mags else np.zeros(0)
-    flags = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in hits.items()}
-    return mag, flags, {k: n_cand[k] / max(n_img, 1) for k in kernels}, n_img
-
-
-def _no_candidates(filtered: Any) -> tuple[Any, Any]:
-    """A selector proposing nothing: ``extract_candidates`` then only filters."""
-    import numpy as np
-
-    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------- results
