@@ -118,3 +118,21 @@ def test_set_inference_changes_single_fields(cascade_and_x):
     assert cascade.inference == InferenceOptions(precision="fp32", channels_last=False, batch_size=64, recheck_margin=0.0)
     with pytest.raises(TypeError):
         cascade.set_inference(threads=2)
+
+
+def test_training_scores_use_exact_fp32_in_the_fast_layout():
+    """Thresholds are picked on score_loader's output: it must equal the fp32 reference, not bf16."""
+    import torch
+
+    from neocascade.models.final import FinalNet
+    from neocascade.training.artifact import REFERENCE, StageModel
+    from neocascade.training.cascade import score_loader
+
+    torch.manual_seed(0)
+    net = FinalNet(1, 21).eval()
+    stage = StageModel(arch=net.arch, hparams=net.hparams(), model=net, threshold=0.5)
+    x = torch.randn(300, 1, 21, 21)
+    batches = [(x[i:i + 128], torch.zeros(len(x[i:i + 128]), dtype=torch.long), torch.arange(i, min(i + 128, 300)))
+               for i in range(0, 300, 128)]
+    (probs,), _ = score_loader([stage], batches, 300)
+    np.testing.assert_allclose(probs, stage.proba(x, options=REFERENCE), atol=1e-5)

@@ -81,6 +81,10 @@ class InferenceOptions:
 REFERENCE = InferenceOptions(precision="fp32", channels_last=False, batch_size=4096, recheck_margin=0.0)
 """Plain fp32 NCHW in 4096-cutout batches: the reference the faster variants are checked against."""
 
+FP32_FAST = InferenceOptions(precision="fp32", channels_last=True, batch_size=256, recheck_margin=0.0)
+"""fp32 in channels-last layout: scores within ~1e-6 of :data:`REFERENCE`, 2-3x faster on a CPU. Used where
+scores feed threshold choices (training, stage-2 sets), so no threshold is picked on rounded scores."""
+
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX tiles or AVX512-BF16)."""

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from neocascade.evaluation.metrics import classification_report
-from neocascade.training.artifact import StageModel
+from neocascade.training.artifact import FP32_FAST, StageModel
 
 
 @dataclass
@@ -27,7 +27,7 @@ class SplitScores:
 
 
 def score_loader(stages: Iterable[StageModel], loader: Iterable, n: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Score every batch ``(x, y, index)`` of ``loader`` with each stage.
+    """Score every batch ``(x, y, index)`` of ``loader`` with each stage (fp32, channels-last layout).
 
     Parameters
     ----------
@@ -51,7 +51,7 @@ def score_loader(stages: Iterable[StageModel], loader: Iterable, n: int) -> tupl
         idx = index.numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
         label[idx] = np.asarray(y) == 1
         for out, stage in zip(probs, stages):
-            out[idx] = stage.proba(x.float())
+            out[idx] = stage.proba(x.float(), options=FP32_FAST)
     return probs, label
 
 
