@@ -225,18 +225,7 @@ class CutoutDataModule(pl.LightningDataModule):
         if val_negatives is not None and (isinstance(val_negatives, bool) or not isinstance(val_negatives, (int, np.integer)) or val_negatives < 0):
             raise input_error("data.val_negatives", "must be null or an integer >= 0", found=repr(val_negatives))
         self.val_negatives = None if val_negatives is None else int(val_negatives)
-        self.handle = cache_handle(
-            self.source,
-            files=self.all_files,
-            sigma=self.sigma,
-            selector=self.selector,
-            cutout_size=self.cutout_size,
-            label_mode=self.label_mode,
-            label_radius=self.label_radius,
-            cache_root=self.cache_dir,
-            dtype=self.cache_dtype,
-            name=self.name,
-        )
+        self.handle = cache_handle(self.source, files=self.all_files, **self._cache_settings())
         self._sets: dict[str, CandidateSet] = {}
         self._keep: dict[str, np.ndarray] = {}
 
@@ -369,20 +358,20 @@ class CutoutDataModule(pl.LightningDataModule):
 
     def _build(self, files: Sequence[int]) -> None:
         if files:
-            build_cache(
-                self.source,
-                files=files,
-                sigma=self.sigma,
-                selector=self.selector,
-                cutout_size=self.cutout_size,
-                label_mode=self.label_mode,
-                label_radius=self.label_radius,
-                cache_root=self.cache_dir,
-                dtype=self.cache_dtype,
-                n_jobs=self.n_jobs,
-                progress=self.progress,
-                name=self.name,
-            )
+            build_cache(self.source, files=files, n_jobs=self.n_jobs, progress=self.progress, **self._cache_settings())
+
+    def _cache_settings(self) -> dict[str, Any]:
+        """What keys the cache (besides the source and files): one place for handle and build alike."""
+        return {
+            "sigma": self.sigma,
+            "selector": self.selector,
+            "cutout_size": self.cutout_size,
+            "label_mode": self.label_mode,
+            "label_radius": self.label_radius,
+            "cache_root": self.cache_dir,
+            "dtype": self.cache_dtype,
+            "name": self.name,
+        }
 
     def _check_split(self, split: str) -> str:
         if split not in SPLITS:
