@@ -88,11 +88,16 @@ def match_trails(
 def segment_distance(
     px: np.ndarray, py: np.ndarray, cx: np.ndarray, cy: np.ndarray, length: np.ndarray, angle: np.ndarray
 ) -> np.ndarray:
-    """Distance in px from points (px, py) to trail segments, elementwise (angle in degrees)."""
+    """Distance in px from points to trail segments, elementwise.
+
+    A trail is the segment from ``centre - length/2 * u`` to ``centre + length/2 * u`` with
+    ``u = (cos angle, sin angle)`` in (x, y) and ``angle`` in degrees. Length 0 gives the distance
+    to the centre. Shared by the training labels and the end-to-end matching, so both use one geometry.
+    """
     a = np.deg2rad(angle)
     ux, uy = np.cos(a), np.sin(a)
     dx, dy = px - cx, py - cy
-    half = 0.5 * length
+    half = 0.5 * np.abs(length)
     t = np.clip(dx * ux + dy * uy, -half, half)
     return np.hypot(dx - t * ux, dy - t * uy)
 

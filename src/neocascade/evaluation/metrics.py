@@ -12,6 +12,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from neocascade.candidates.labels import segment_distance
+
 CLASS_NAMES = ("negative", "positive")
 MISS_REASONS = ("dead", "not_proposed", "stage1_rejected", "stage2_rejected", "other")
 
@@ -215,23 +217,6 @@ def _keyed_points(x: np.ndarray, y: np.ndarray, group: np.ndarray, reach: float)
     span = max(np.ptp(x), np.ptp(y)) if x.size else 0.0
     gap = 2.0 * (span + reach) + 1.0
     return np.column_stack([x, y, group.astype(np.float64) * gap])
-
-
-def segment_distance(
-    px: np.ndarray, py: np.ndarray, cx: np.ndarray, cy: np.ndarray, length: np.ndarray, angle: np.ndarray
-) -> np.ndarray:
-    """Distance in px from points to trail segments, elementwise.
-
-    A trail is the segment from ``centre - length/2 * u`` to ``centre + length/2 * u`` with
-    ``u = (cos angle, sin angle)`` in (x, y) and ``angle`` in degrees. Length 0 gives the distance
-    to the centre.
-    """
-    a = np.deg2rad(angle)
-    ux, uy = np.cos(a), np.sin(a)
-    dx, dy = px - cx, py - cy
-    half = 0.5 * np.abs(length)
-    t = np.clip(dx * ux + dy * uy, -half, half)
-    return np.hypot(dx - t * ux, dy - t * uy)
 
 
 def _check_truth(truth: np.ndarray) -> np.ndarray:
