@@ -154,7 +154,28 @@ class SimulatedSource(ImageSource):
         }
 
 
-class NpzSource(ImageSource):
+class _FileSource(ImageSource):
+    """A source backed by image files; subclasses say how to ``_open`` file ``k`` (an ImageStackFile)."""
+
+    def _open(self, file: int) -> Any:
+        raise NotImplementedError
+
+    def n_images(self, file: int) -> int:
+        """Images in the file (from its header; pixels are not read)."""
+        return int(self._open(file).n_images)
+
+    def read(self, file: int, image: int) -> tuple[np.ndarray, np.ndarray]:
+        """One image (memory-mapped read) and its truth rows."""
+        handle = self._open(file)
+        image = self._check_image(file, image)
+        return np.asarray(handle.image(image), dtype=np.float32), _truth_rows(handle.truth_for(image))
+
+    def read_truth(self, file: int, image: int) -> np.ndarray:
+        """Truth rows of one image, without reading pixels."""
+        return _truth_rows(self._open(file).truth_for(self._check_image(file, image)))
+
+
+class NpzSource(_FileSource):
     """Canonical npz files (see :mod:`neocascade.io.npz`), one image read at a time.
 
     Parameters
@@ -182,26 +203,12 @@ class NpzSource(ImageSource):
     def _open(self, file: int):
         return _open_canonical(str(self.paths[self._check_file(file)]), _mtime_key(self.paths[file]))
 
-    def n_images(self, file: int) -> int:
-        """Images in the file (from its header; pixels are not read)."""
-        return int(self._open(file).n_images)
-
-    def read(self, file: int, image: int) -> tuple[np.ndarray, np.ndarray]:
-        """One image (memory-mapped read) and its truth rows."""
-        handle = self._open(file)
-        image = self._check_image(file, image)
-        return np.asarray(handle.image(image), dtype=np.float32), _truth_rows(handle.truth_for(image))
-
-    def read_truth(self, file: int, image: int) -> np.ndarray:
-        """Truth rows of one image, without reading pixels."""
-        return _truth_rows(self._open(file).truth_for(self._check_image(file, image)))
-
     def fingerprint(self) -> dict[str, Any]:
         """Resolved path, size and modification time of every file, by file index."""
         return {"kind": "npz", "files": _file_stats(self.paths)}
 
 
-class ChallengeSource(ImageSource):
+class ChallengeSource(_FileSource):
     """The seed challenge's folder layout, read with :func:`neocascade.io.challenge.read_challenge`.
 
     Parameters
@@ -231,20 +238,6 @@ class ChallengeSource(ImageSource):
         file = self._check_file(file)
         stamp = tuple(_mtime_key(p) for p in self.members[file])
         return _open_challenge(str(self.directory), file, self.allow_pickle, stamp)
-
-    def n_images(self, file: int) -> int:
-        """Images in challenge file ``file``."""
-        return int(self._open(file).n_images)
-
-    def read(self, file: int, image: int) -> tuple[np.ndarray, np.ndarray]:
-        """One image and its truth rows."""
-        handle = self._open(file)
-        image = self._check_image(file, image)
-        return np.asarray(handle.image(image), dtype=np.float32), _truth_rows(handle.truth_for(image))
-
-    def read_truth(self, file: int, image: int) -> np.ndarray:
-        """Truth rows of one image."""
-        return _truth_rows(self._open(file).truth_for(self._check_image(file, image)))
 
     def fingerprint(self) -> dict[str, Any]:
         """Every challenge member file's resolved path, size and modification time."""
