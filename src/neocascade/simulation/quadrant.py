@@ -87,25 +87,31 @@ def _draw_asteroids(config: SimConfig, rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([x, y, mag, length, angle])
 
 
+def _overlap(shape: tuple[int, int], row0: int, col0: int, stamp: np.ndarray) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """Image and stamp slices where a stamp placed at (row0, col0) overlaps the image; None if nowhere."""
+    h, w = shape
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + stamp.shape[0], h), min(col0 + stamp.shape[1], w)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    return (slice(r0, r1), slice(c0, c1)), (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
+
+
 def _paint(image: np.ndarray, stamps: Iterable[art.Stamp]) -> None:
     """Add stamps to ``image`` in place, clipped at the edges."""
-    h, w = image.shape
     for row0, col0, data in stamps:
-        r0, c0 = max(row0, 0), max(col0, 0)
-        r1, c1 = min(row0 + data.shape[0], h), min(col0 + data.shape[1], w)
-        if r0 < r1 and c0 < c1:
-            image[r0:r1, c0:c1] += data[r0 - row0:r1 - row0, c0 - col0:c1 - col0]
+        where = _overlap(image.shape, row0, col0, data)
+        if where is not None:
+            image[where[0]] += data[where[1]]
 
 
 def _mask(image: np.ndarray, masks: Iterable[art.Stamp]) -> None:
     """Set the True pixels of boolean stamps to NaN in place, clipped at the edges."""
-    h, w = image.shape
     for row0, col0, data in masks:
-        r0, c0 = max(row0, 0), max(col0, 0)
-        r1, c1 = min(row0 + data.shape[0], h), min(col0 + data.shape[1], w)
-        if r0 < r1 and c0 < c1:
-            view = image[r0:r1, c0:c1]
-            view[data[r0 - row0:r1 - row0, c0 - col0:c1 - col0]] = np.nan
+        where = _overlap(image.shape, row0, col0, data)
+        if where is not None:
+            view = image[where[0]]
+            view[data[where[1]]] = np.nan
 
 
 def _add_pixels(image: np.ndarray, pixels: art.Pixels) -> None:
