@@ -136,3 +136,28 @@ def test_training_scores_use_exact_fp32_in_the_fast_layout():
                for i in range(0, 300, 128)]
     (probs,), _ = score_loader([stage], batches, 300)
     np.testing.assert_allclose(probs, stage.proba(x, options=REFERENCE), atol=1e-5)
+
+
+def test_bf16_scoring_at_a_threshold_keeps_fp32_decisions():
+    """Stage 2's training set and train.py's test report use bf16 with the recheck: fp32's decisions exactly."""
+    import torch
+
+    from neocascade.models.final import FinalNet
+    from neocascade.training.artifact import REFERENCE, InferenceOptions, StageModel
+    from neocascade.training.cascade import score_loader
+
+    torch.manual_seed(1)
+    net = FinalNet(1, 21).eval()
+    stage = StageModel(arch=net.arch, hparams=net.hparams(), model=net, threshold=0.5)
+    x = torch.randn(400, 1, 21, 21) * 3
+    ref = stage.proba(x, options=REFERENCE)
+    threshold = float(np.median(ref))  # half the candidates on each side, many close to it
+    batches = [(x[i:i + 100], torch.ones(len(x[i:i + 100]), dtype=torch.long), torch.arange(i, i + 100))
+               for i in range(0, 400, 100)]
+    (probs,), label = score_loader([stage], batches, 400, options=InferenceOptions(precision="bf16"),
+                                   thresholds=[threshold])
+    assert label.all()
+    np.testing.assert_array_equal(probs >= threshold, ref >= threshold)
+    np.testing.assert_allclose(probs, ref, atol=1e-2)
+    with pytest.raises(ValueError, match="thresholds: expected 1, got 2"):
+        score_loader([stage], batches, 400, thresholds=[0.5, 0.5])

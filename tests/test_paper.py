@@ -212,3 +212,19 @@ def test_results_flag_a_too_easy_simulator(tmp_path):
     assert "| final | 0.915 | — | — | 1.25 | 20.41 ± 0.05 | — | — |" in text
     assert "| final | final → final | 0.2500 | 0.990 | 0.970 | 0.960 | 0.965 | — | — |" in text
     assert P.write_results(cfg) is None
+
+
+def test_a_run_refuses_a_folder_made_with_other_settings(tmp_path):
+    """A full run must not resume into a reduced run's folder and report its steps as full-scale."""
+    out = tmp_path / "out"
+    reduced = P.load_config(["reduced=true", f"out_dir={out}"])
+    P.check_run_settings(reduced, out)
+    P.check_run_settings(reduced, out)  # the same settings resume
+    with pytest.raises(InputError, match=r"other data_overrides .*pass another out_dir="):
+        P.check_run_settings(P.load_config([f"out_dir={out}"]), out)
+    with pytest.raises(InputError, match="other epochs"):
+        P.check_run_settings(P.load_config(["reduced=true", "epochs=7", f"out_dir={out}"]), out)
+    legacy = tmp_path / "legacy"
+    (legacy / "final").mkdir(parents=True)
+    with pytest.raises(InputError, match="holds step folders but no run.json"):
+        P.check_run_settings(reduced, legacy)

@@ -33,6 +33,7 @@ log = logging.getLogger("neocascade.paper")
 ROOT = Path(__file__).resolve().parents[3]
 CONF = ROOT / "conf" / "paper.yaml"
 STEPS_FILE = "steps.json"
+RUN_FILE = "run.json"  # the settings every step of out_dir shares; a run with other settings is refused
 DONE_FILE = "done.json"
 KINDS = ("cache", "study", "train")
 SUBTASKS = ("cache", "study")
@@ -562,12 +563,40 @@ def write_results(cfg: DictConfig, *, cwd: str | Path = ROOT) -> Path | None:
     return path
 
 
+def run_settings(cfg: DictConfig) -> dict:
+    """What makes the steps of one run comparable: data, size, epochs and the extra overrides."""
+    return {"data_overrides": data_overrides(cfg), "epochs": int(cfg.epochs),
+            "train_overrides": [str(v) for v in cfg.train_overrides], "eval_overrides": [str(v) for v in cfg.eval_overrides]}
+
+
+def check_run_settings(cfg: DictConfig, out: Path) -> None:
+    """Record this run's settings in ``out``, or refuse when its finished steps were made with other ones.
+
+    Steps are skipped when their output exists, so a full run resuming into a reduced run's folder would
+    otherwise report the reduced numbers as full-scale ones.
+    """
+    path = out / RUN_FILE
+    settings = run_settings(cfg)
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+            raise input_error(out, f"holds steps of a run with other {', '.join(changed)} "
+                                   f"({previous.get(changed[0])}); pass another out_dir= or move that folder")
+        return
+    if out.is_dir() and any((out / str(spec.name)).exists() for spec in cfg.steps):
+        raise input_error(out, f"holds step folders but no {RUN_FILE}, so their settings are unknown; "
+                               "pass another out_dir= or move that folder")
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(path, settings, overwrite=False)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def run_paper(cfg: DictConfig, *, cwd: str | Path = ROOT) -> dict:
     """Run the plan, then write the results; returns the steps record."""
     steps = plan(cfg)
     out = Path(cwd) / cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_settings(cfg, out)
     start = time.perf_counter()
     record = run_plan(steps, record_path=out / STEPS_FILE, cwd=cwd)
     path = write_results(cfg, cwd=cwd)

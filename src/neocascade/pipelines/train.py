@@ -23,7 +23,7 @@ from torch import nn
 
 from neocascade.errors import input_error
 from neocascade.pipelines.common import JobInfo, is_rank_zero, job_info, report_input_errors, save_config
-from neocascade.training.artifact import StageModel, load_cascade, save_cascade, stage_record
+from neocascade.training.artifact import FP32_FAST, InferenceOptions, StageModel, load_cascade, save_cascade, stage_record
 from neocascade.training.callbacks import MARKER_KEY, StageMarker
 from neocascade.training.cascade import candidate_ids, decision_report, score_loader, split_counts, stage2_keep
 from neocascade.training.thresholds import threshold_for_precision, threshold_for_recall
@@ -35,6 +35,7 @@ log = logging.getLogger("neocascade.train")
 
 METRICS_FILE = "metrics.json"
 STAGE1_FILE = "stage1.pt"  # boost runs: the finished stage 1 as a one-stage artifact, so stage 2 can resume
+FAST_DECISIONS = InferenceOptions()  # bf16 on CPUs that have it, fp32 recheck near thresholds: fp32's decisions
 STAGE2_PREFIX = "stage2"  # logger prefix of stage 2's curves in a boost run (stage2-val/recall)
 
 
@@ -168,7 +169,8 @@ def _boost(ctx: Context, stage1: StageModel, p1_val: np.ndarray, label_val: np.n
             metrics={},
             overwrite=True,
         )
-    (p1_train,), label_train = _scores(dm, "train", [stage1])
+    # only stage 1's decisions matter here: bf16 with the fp32 recheck near its threshold gives fp32's
+    (p1_train,), label_train = _scores(dm, "train", [stage1], options=FAST_DECISIONS, thresholds=[stage1.threshold])
     keep_train = stage2_keep(p1_train, stage1.threshold)
     keep_val = stage2_keep(p1_val, stage1.threshold)
     counts["stage2_train"] = split_counts(label_train, keep_train)
@@ -289,10 +291,21 @@ def _read_marker(ckpt_path: Any) -> dict:
     return dict(load_checkpoint_dict(ckpt_path).get(MARKER_KEY) or {"stage": "stage1"})
 
 
-def _scores(dm: Any, split: str, stages: list[StageModel], *, indices: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each stage's P(asteroid) over the split's candidates (NaN outside ``indices``), and the labels."""
+def _scores(
+    dm: Any,
+    split: str,
+    stages: list[StageModel],
+    *,
+    indices: np.ndarray | None = None,
+    options: InferenceOptions = FP32_FAST,
+    thresholds: list[float | None] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each stage's P(asteroid) over the split's candidates (NaN outside ``indices``), and the labels.
+
+    fp32 by default, for scores that thresholds are picked on; see :func:`score_loader` for ``thresholds``.
+    """
     n = len(dm.candidates(split))
-    probs, label = score_loader(stages, dm.predict_loader(split, indices), n)
+    probs, label = score_loader(stages, dm.predict_loader(split, indices), n, options=options, thresholds=thresholds)
     if indices is not None:
         label = np.asarray(dm.get_labels(split)) == 1
     return probs, label
@@ -308,17 +321,21 @@ def _log_metrics(ctx: Context, metrics: dict[str, float]) -> None:
 def _evaluate_and_save(ctx: Context, stage1: StageModel, stage2: StageModel | None, counts: dict, notes: dict) -> dict:
     """Score the test candidates, write ``cascade.pt`` and ``metrics.json`` (rank 0), log the test metrics."""
     cfg, dm = ctx.cfg, ctx.dm
-    stages = [stage1] if stage2 is None else [stage1, stage2]
-    probs, label = _scores(dm, "test", stages)
-    p1 = probs[0]
+    # decisions at the chosen thresholds, as evaluate.py and detect.py make them: bf16 where the CPU has it,
+    # fp32 near each threshold; stage 2 scores only stage 1's positives
+    (p1,), label = _scores(dm, "test", [stage1], options=FAST_DECISIONS, thresholds=[stage1.threshold])
     pass1 = stage2_keep(p1, stage1.threshold)
-    p2 = np.where(pass1, probs[-1], np.nan) if stage2 is not None else np.where(pass1, p1, np.nan)
+    if stage2 is None:
+        p2 = np.where(pass1, p1, np.nan)
+    else:
+        (p2,), _ = _scores(dm, "test", [stage2], indices=np.flatnonzero(pass1), options=FAST_DECISIONS,
+                           thresholds=[stage2.threshold])
     t2 = stage1.threshold if stage2 is None else stage2.threshold
     with np.errstate(invalid="ignore"):
         accept = pass1 & (p2 >= t2)
     test = {"stage1": decision_report(label, pass1), "cascade": decision_report(label, accept)}
     if stage2 is not None:
-        test["stage2"] = decision_report(label[pass1], (probs[1] >= t2)[pass1])
+        test["stage2"] = decision_report(label[pass1], accept[pass1])
     metrics = {
         f"test/{part}_{name}": value
         for part, rep in test.items()

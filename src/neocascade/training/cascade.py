@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from neocascade.evaluation.metrics import classification_report
-from neocascade.training.artifact import FP32_FAST, StageModel
+from neocascade.training.artifact import FP32_FAST, InferenceOptions, StageModel
 
 
 @dataclass
@@ -26,8 +26,15 @@ class SplitScores:
     label: np.ndarray  # (N,) bool
 
 
-def score_loader(stages: Iterable[StageModel], loader: Iterable, n: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Score every batch ``(x, y, index)`` of ``loader`` with each stage (fp32, channels-last layout).
+def score_loader(
+    stages: Iterable[StageModel],
+    loader: Iterable,
+    n: int,
+    *,
+    options: InferenceOptions = FP32_FAST,
+    thresholds: Sequence[float | None] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Score every batch ``(x, y, index)`` of ``loader`` with each stage.
 
     Parameters
     ----------
@@ -37,6 +44,12 @@ def score_loader(stages: Iterable[StageModel], loader: Iterable, n: int) -> tupl
         ``index`` points into the split's candidates, 0 <= index < n.
     n : int
         Number of candidates in the split.
+    options : InferenceOptions
+        Default fp32 channels-last: scores that feed threshold choices stay fp32. Where only the
+        decisions at known thresholds matter (stage 2's training set), the faster bf16 default with its
+        fp32 recheck near ``thresholds`` gives the same decisions.
+    thresholds : sequence of float or None, optional
+        Each stage's threshold for the bf16 recheck (None: no recheck for that stage).
 
     Returns
     -------
@@ -45,13 +58,16 @@ def score_loader(stages: Iterable[StageModel], loader: Iterable, n: int) -> tupl
     label : (n,) bool array
     """
     stages = list(stages)
+    thresholds = [None] * len(stages) if thresholds is None else list(thresholds)
+    if len(thresholds) != len(stages):
+        raise ValueError(f"thresholds: expected {len(stages)}, got {len(thresholds)}")
     probs = [np.full(n, np.nan) for _ in stages]
     label = np.zeros(n, dtype=bool)
     for x, y, index in loader:
         idx = index.numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
         label[idx] = np.asarray(y) == 1
-        for out, stage in zip(probs, stages):
-            out[idx] = stage.proba(x.float(), options=FP32_FAST)
+        for out, stage, threshold in zip(probs, stages, thresholds):
+            out[idx] = stage.proba(x.float(), options=options, threshold=threshold)
     return probs, label
 
 
