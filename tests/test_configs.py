@@ -18,8 +18,8 @@ TRAIN_GROUPS = ("data", "selector", "model", "optimizer", "stage", "trainer", "l
 
 def _options(group: str) -> list[str]:
     paths = [p for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")]
-    if group == "data":  # training presets build on _base; others (ztf_alerts) feed detect.py and evaluate.py
-        paths = [p for p in paths if "- _base" in p.read_text()]
+    if group == "data":  # training presets build on _base or paper; others (ztf_alerts) feed detect.py and evaluate.py
+        paths = [p for p in paths if "- _base" in p.read_text() or "- paper" in p.read_text()]
     return sorted(p.stem for p in paths)
 
 
@@ -55,7 +55,7 @@ def test_selectors_build(option, tmp_path):
 def test_models_and_optimizer_build(option, tmp_path):
     cfg = _compose(f"model={option}", tmp=tmp_path)
     model = instantiate(cfg.model, in_channels=1, cutout_size=21)
-    assert model.arch in ("baseline", "vgg", "final", "rf") and model.hparams()["cutout_size"] == 21
+    assert model.arch in ("baseline", "vgg", "final", "resnet", "rf") and model.hparams()["cutout_size"] == 21
     if hasattr(model, "parameters"):
         optimizer = instantiate(cfg.optimizer)(model.parameters())
         assert optimizer.defaults["lr"] == cfg.optimizer.lr
@@ -149,3 +149,21 @@ def test_kernel_sweep_tiles_the_image(kernel, tmp_path):
     assert (selector.kernel, selector.stride) == (kernel, kernel)
     selector = instantiate(_compose(f"data.kernel={kernel}", "data.stride=10", tmp=tmp_path).data.selector)
     assert (selector.kernel, selector.stride) == (kernel, 10)
+
+
+def test_shifted_preset_is_paper_with_another_sky(tmp_path):
+    """The transfer preset keeps paper's layout and asteroids but changes PSF, noise and artifacts."""
+    from neocascade.preprocess.noise import robust_noise
+    from neocascade.simulation import SimConfig, simulate_image
+
+    paper = _compose("data=paper", tmp=tmp_path).data
+    shifted = _compose("data=shifted", tmp=tmp_path).data
+    assert shifted.name == "shifted" and shifted.source.seed != paper.source.seed
+    for key in ("n_files", "images_per_file", "shape", "n_asteroids"):
+        assert shifted.source[key] == paper.source[key]
+    assert shifted.split == paper.split and shifted.source.sim.transient_rate == paper.source.sim.transient_rate
+    sims = [SimConfig(**OmegaConf.to_container(d.source.sim), shape=(512, 512)) for d in (paper, shifted)]
+    assert sims[1].moffat_beta_range[1] < sims[0].moffat_beta_range[0]  # another profile, not only a width
+    assert (sims[0].magnitude_mean, sims[0].magnitude_range) == (sims[1].magnitude_mean, sims[1].magnitude_range)
+    noise = [robust_noise(simulate_image(sim, seed=3, file_index=0, image_index=0)[0]) for sim in sims]
+    assert noise[1] > 1.1 * noise[0]

@@ -15,13 +15,13 @@ from sklearn.ensemble import RandomForestClassifier
 from torch import nn
 
 from neocascade.errors import InputError
-from neocascade.models import AlteredVGG16, BaselineNet, FinalNet
+from neocascade.models import AlteredVGG16, BaselineNet, FinalNet, ResidualNet
 from neocascade.models import forest as forest_module
 from neocascade.models.forest import ArrayForest, RandomForestStage, forest_to_arrays
 from neocascade.models.registry import build_model, check_architecture, model_from_state, model_state
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-CNNS = (BaselineNet, AlteredVGG16, FinalNet)
+CNNS = (BaselineNet, AlteredVGG16, FinalNet, ResidualNet)
 
 
 def _layers(model: nn.Module, kind: type) -> list[nn.Module]:
@@ -47,7 +47,7 @@ def test_hparams_are_plain_and_rebuild_the_model(cls):
     twin = cls(**hp)
     assert twin.hparams() == hp
     assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    assert model.arch in ("baseline", "vgg", "final")
+    assert model.arch in ("baseline", "vgg", "final", "resnet")
 
 
 def test_hparams_accept_hydra_lists():
@@ -71,6 +71,30 @@ def test_final_layer_structure():
     assert (hidden.in_features, hidden.out_features) == (128 * 4 * 4, 512)  # 21 -> 19 17 15 13 6 4
     assert (output.in_features, output.out_features) == (512, 2)
     assert len(_layers(model, nn.ReLU)) == 5
+
+
+def test_resnet_structure_and_shortcuts():
+    model = ResidualNet(1, 21)
+    blocks = [m for m in model.modules() if type(m).__name__ == "ResidualBlock"]
+    assert len(blocks) == 6  # 3 stages x 2 blocks
+    strided = [b for b in blocks if not isinstance(b.shortcut, nn.Identity)]
+    assert len(strided) == 2 and all(b.body[0].stride == (2, 2) for b in strided)
+    assert model.features(torch.zeros(1, 1, 21, 21)).shape == (1, 128, 6, 6)  # 21 -> 11 -> 6
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in FinalNet(1, 21).parameters())
+    with pytest.raises(ValueError, match="cutout_size: must be at least 4"):
+        ResidualNet(1, 3)
+    with pytest.raises(ValueError, match="blocks: must be a positive integer"):
+        ResidualNet(1, 21, blocks=0)
+
+
+def test_resnet_block_is_identity_plus_residual():
+    """With the body's last BatchNorm zeroed, a block passes its (ReLU'd) input straight through."""
+    from neocascade.models.resnet import ResidualBlock
+
+    block = ResidualBlock(4, 4).eval()
+    nn.init.zeros_(block.body[4].weight)
+    x = torch.randn(2, 4, 7, 7)
+    torch.testing.assert_close(block(x), torch.relu(x))
 
 
 def test_final_flattened_size_follows_cutout_size():
@@ -131,8 +155,8 @@ def test_model_state_round_trip_with_weights_only():
 
 def test_build_model_and_check_architecture():
     assert isinstance(build_model("baseline", BaselineNet(1, 21).hparams()), BaselineNet)
-    with pytest.raises(ValueError, match="arch: unknown CNN architecture 'resnet'"):
-        build_model("resnet", {})
+    with pytest.raises(ValueError, match="arch: unknown CNN architecture 'densenet'"):
+        build_model("densenet", {})
     hp = FinalNet(1, 21).hparams()
     check_architecture("s.ckpt", "final", hp, expected_arch="final", in_channels=1, cutout_size=21)
     with pytest.raises(InputError, match=r"^s.ckpt: trained as 'final', config asks 'vgg'$"):

@@ -85,6 +85,17 @@ def test_rf_boosted_by_cnn_with_wandb_disabled(tiny_cache, tmp_path, monkeypatch
     _check_run(tmp_path / "run", report, arch1="rf", arch2="final")
 
 
+def test_final_boosted_by_resnet(tiny_cache, tmp_path):
+    """A stronger stage 2 of another architecture: trained, saved and reloaded as the cascade's second stage."""
+    from neocascade.training.artifact import load_cascade
+
+    report = _train(tmp_path, tiny_cache, "model=final", "stage=boost", "+model@stage.second_model=resnet",
+                    "stage.second_model.widths=[4,8]", "stage.second_model.blocks=1", *SMALL["final"])
+    _check_run(tmp_path / "run", report, arch1="final", arch2="resnet")
+    cascade = load_cascade(tmp_path / "run" / "cascade.pt", expected_arch=("final", "resnet"))
+    assert cascade.stage2.hparams["widths"] == [4, 8]
+
+
 def test_boost_reuses_a_stage1_artifact(tiny_cache, tmp_path):
     first = _train(tmp_path / "a", tiny_cache, "model=baseline", "stage=first", *SMALL["baseline"])
     report = _train(tmp_path / "b", tiny_cache, "model=baseline", "stage=boost", f"stage.first_ckpt={tmp_path / 'a/run/cascade.pt'}", *SMALL["baseline"])

@@ -7,6 +7,7 @@ so a checkpoint can be checked against, and rebuilt from, the configured archite
 
 from neocascade.models.baseline import BaselineNet
 from neocascade.models.final import FinalNet
+from neocascade.models.resnet import ResidualNet
 from neocascade.models.vgg import AlteredVGG16
 
-__all__ = ["AlteredVGG16", "BaselineNet", "FinalNet"]
+__all__ = ["AlteredVGG16", "BaselineNet", "FinalNet", "ResidualNet"]

@@ -9,12 +9,14 @@ from torch import nn
 from neocascade.errors import InputError
 from neocascade.models.baseline import BaselineNet
 from neocascade.models.final import FinalNet
+from neocascade.models.resnet import ResidualNet
 from neocascade.models.vgg import AlteredVGG16
 
 CNN_ARCHS: dict[str, type[nn.Module]] = {
     BaselineNet.arch: BaselineNet,
     AlteredVGG16.arch: AlteredVGG16,
     FinalNet.arch: FinalNet,
+    ResidualNet.arch: ResidualNet,
 }
 FOREST_ARCH = "rf"  # RandomForestStage (models/forest.py): not an nn.Module, restored with from_state
 ARCHS = (*CNN_ARCHS, FOREST_ARCH)
