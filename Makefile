@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test calibrate bench paper paper-fg lint clean
+.PHONY: help install demo test calibrate bench paper paper-fg ablation ablation-fg lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -38,6 +38,14 @@ paper: install  ## the seed's experiments at the seed's scale, in the background
 
 paper-fg: install  ## the same in the foreground
 	$(PY) -m neocascade.pipelines.paper $(PAPER_ARGS)
+
+ablation: install  ## the seed's cascade, then each improvement added, on paper and shifted, in the background (log: outputs/ablation/ablation.log); ABLATION_ARGS=...
+	mkdir -p outputs/ablation
+	nohup $(PY) -m neocascade.pipelines.ablation $(ABLATION_ARGS) > outputs/ablation/ablation.log 2>&1 &
+	@echo "make ablation runs in the background; follow it with: tail -f outputs/ablation/ablation.log"
+
+ablation-fg: install  ## the same in the foreground
+	$(PY) -m neocascade.pipelines.ablation $(ABLATION_ARGS)
 
 bench: install  ## speed benchmarks (never part of the tests) -> outputs/bench/
 	$(PY) benchmarks/run_all.py

@@ -119,3 +119,30 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     if is_rank_zero():
         save_text(path, OmegaConf.to_yaml(cfg, resolve=True), overwrite=True)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- generated files
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with the section between ``<!-- name:start -->`` and ``<!-- name:end -->`` set to ``body``.
+
+    Lets two generators share one Markdown file: each rewrites its own marked section only. A missing
+    section is appended.
+    """
+    start, end = _markers(name)
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    i, j = text.find(start), text.find(end)
+    if i >= 0 and j > i:
+        return text[:i] + block + text[j + len(end):]
+    return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+
+
+def marked_sections(text: str) -> dict[str, str]:
+    """Every ``<!-- name:start -->`` ... ``<!-- name:end -->`` section of ``text``: name -> body."""
+    import re
+
+    found = re.finditer(r"<!-- ([\w.-]+):start -->\n(.*?)\n<!-- \1:end -->", text, flags=re.S)
+    return {m.group(1): m.group(2) for m in found}

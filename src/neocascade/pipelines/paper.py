@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from neocascade.errors import InputError, input_error
+from neocascade.pipelines.common import marked_sections, replace_section
 from neocascade.utils.atomic import atomic_path, save_json, save_text
 
 log = logging.getLogger("neocascade.paper")
@@ -559,6 +560,9 @@ def write_results(cfg: DictConfig, *, cwd: str | Path = ROOT) -> Path | None:
     figures = copy_figures(cfg, cwd=cwd) if cfg.get("figures_dir") else {}
     text = render_results(cfg, collect(cfg, cwd=cwd), figures=figures, machine=machine_info())
     path = Path(cwd) / cfg.results
+    # sections other generators wrote into the same file (make ablation's table) survive the rewrite
+    for name, body in (marked_sections(path.read_text()) if path.is_file() else {}).items():
+        text = replace_section(text, name, body)
     save_text(path, text, overwrite=True)
     return path
 

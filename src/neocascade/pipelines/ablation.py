@@ -1,0 +1,199 @@
+"""``make ablation``: the seed's faithful cascade, then one change added per step, each measured the same way.
+
+Usage: ``python -m neocascade.pipelines.ablation [key=value ...]`` (keys of ``conf/ablation.yaml``;
+``reduced=true`` for a quick run). Each step is the train.py / evaluate.py commands a user would type, run by
+the same resumable runner as ``make paper`` (:mod:`neocascade.pipelines.paper`): train on ``data`` with stage
+2's threshold picked on the validation file for ``target_precision``; evaluate at those stored thresholds on
+``data``'s test files and, unchanged, on the ``transfer`` preset's; time detection on full quadrants. The table
+goes into the ablation section of ``results`` (``docs/results.md``), which ``make paper`` keeps when it
+rewrites the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig
+
+from neocascade.errors import InputError, input_error
+from neocascade.pipelines import paper as P
+from neocascade.pipelines.common import replace_section
+from neocascade.utils.atomic import save_json, save_text
+
+log = logging.getLogger("neocascade.ablation")
+
+CONF = P.ROOT / "conf" / "ablation.yaml"
+SECTION = "ablation"  # marker name of the table's section in the results file
+
+
+def load_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/ablation.yaml`` with ``key=value`` overrides (unknown keys are an error)."""
+    cfg = P.load_config(overrides, path=CONF)
+    if not 0.0 < float(cfg.target_precision) <= 1.0:
+        raise input_error("target_precision", "must be a precision in (0, 1]", found=cfg.target_precision)
+    return cfg
+
+
+def plan(cfg: DictConfig, *, python: str | None = None) -> list[P.Step]:
+    """Per step: train.py, evaluate.py on ``data`` and on ``transfer``, then the speed subtask."""
+    py = python or sys.executable
+    out = Path(cfg.out_dir)
+    shared = P.data_overrides(cfg)
+    skip = {str(n) for n in (cfg.get("skip") or [])}
+    steps = []
+    for spec in cfg.steps:
+        name = str(spec.name)
+        if name in skip:
+            continue
+        folder = out / name
+        artifact = folder / "cascade.pt"
+        step = P.Step(name=name, kind="train")
+        train = [py, "train.py", *list(spec.overrides), *shared, f"trainer.max_epochs={int(cfg.epochs)}",
+                 f"stage.second_precision={float(cfg.target_precision)}", f"hydra.run.dir={folder}",
+                 *list(cfg.train_overrides)]
+        step.commands.append(P.Command("train", train, artifact, folder / "train.log"))
+        for label, data in (("evaluate", None), ("transfer", str(cfg.transfer))):
+            sub = "eval" if data is None else f"eval_{data}"
+            ev = [py, "evaluate.py", f"artifact={artifact}", f"out_dir={folder / sub}", f"paths.cache={cfg.cache_dir}",
+                  f"hydra.run.dir={folder / (sub + '_run')}", "eval.operating_point=artifact",
+                  f"eval.target_precision={float(cfg.target_precision)}", *list(cfg.eval_overrides)]
+            if data is not None:
+                ev[3:3] = [f"data={data}", f"data.source.images_per_file={P.images_per_file(cfg)}"]
+            step.commands.append(P.Command(label, ev, folder / sub / "metrics.json", folder / f"{label}.log"))
+        speed = [py, "-m", "neocascade.pipelines.ablation", "speed", f"artifact={artifact}", f"data={cfg.data}",
+                 f"n_images={int(cfg.speed.n_images)}", f"repeats={int(cfg.speed.repeats)}",
+                 f"threads={int(cfg.speed.threads)}", f"out={folder / 'speed'}"]
+        step.commands.append(P.Command("speed", speed, folder / "speed" / P.DONE_FILE, folder / "speed.log"))
+        steps.append(step)
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------- speed
+def speed_task(args: Sequence[str]) -> dict:
+    """Seconds per full quadrant of ``detect_image`` with the artifact's default inference; ``out/done.json``."""
+    import numpy as np
+    import torch
+    from hydra.utils import instantiate
+
+    from neocascade.detection.detector import detect_image, input_spec
+    from neocascade.training.artifact import load_cascade
+
+    own = dict(a.split("=", 1) for a in args if "=" in a)
+    missing = [k for k in ("artifact", "data", "out") if k not in own]
+    if missing:
+        raise input_error("ablation speed", "needs artifact=, data= and out=", found=missing)
+    n_images, repeats, threads = (int(own.get(k, d)) for k, d in (("n_images", 2), ("repeats", 3), ("threads", 2)))
+    torch.set_num_threads(threads)
+    cascade = load_cascade(own["artifact"])
+    spec = input_spec(cascade)
+    data = P._compose_train([f"data={own['data']}"]).data
+    source = instantiate(data.source)
+    images = [np.asarray(source.read(int(data.split.test[0]), i)[0]) for i in range(n_images)]
+    detect_image(images[0], cascade, spec=spec)  # warm-up: layouts, oneDNN primitive caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in images:
+            detect_image(image, cascade, spec=spec)
+        times.append((time.perf_counter() - start) / len(images))
+    seconds = statistics.median(times)
+    result = {"seconds_per_quadrant": seconds, "quadrants_per_s": 1.0 / seconds, "seconds_all": times,
+              "threads": threads, "n_images": n_images, "shape": list(images[0].shape), "repeats": repeats}
+    save_json(Path(own["out"]) / P.DONE_FILE, result, overwrite=True)
+    log.info("%s: %.2f quadrants/s on %d threads", own["artifact"], result["quadrants_per_s"], threads)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- results
+def collect(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> dict:
+    """Each step's train, evaluate (both presets) and speed outputs, and the runner's record."""
+    out = Path(cwd) / cfg.out_dir
+    found: dict[str, Any] = {}
+    for spec in cfg.steps:
+        folder = out / str(spec.name)
+        found[str(spec.name)] = {"train": P._read(folder / "metrics.json"), "eval": P._read(folder / "eval" / "metrics.json"),
+                                 "transfer": P._read(folder / f"eval_{cfg.transfer}" / "metrics.json"),
+                                 "speed": P._read(folder / "speed" / P.DONE_FILE)}
+    found["_steps"] = P._read(out / P.STEPS_FILE)
+    return found
+
+
+def _m50(ev: Mapping[str, Any]) -> str:
+    m50 = ev.get("m50") or {}
+    return "—" if not m50 else f"{m50['m50']:.2f}"
+
+
+def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
+    """The ablation section: one row per step, both presets, speed and training minutes."""
+    n = P.images_per_file(cfg)
+    lines = ["## Beyond the seed: ablation" + (f" (REDUCED: {n} images per file)" if cfg.reduced else ""), "",
+             f"Generated by `python -m neocascade.pipelines.ablation{' reduced=true' if cfg.reduced else ''}` from "
+             f"`{cfg.out_dir}/`. Each row adds one change to the row above. Trained on `{cfg.data}` ({n} quadrants "
+             f"per file); stage 2's threshold picked on its validation file for precision {cfg.target_precision} and "
+             f"kept unchanged for the test files of `{cfg.data}` and of `{cfg.transfer}` (never tuned on). "
+             "Asteroid level, end to end: completeness, purity, m50 (mag). Speed: full quadrants per second, "
+             f"{cfg.speed.threads} threads. Training: wall minutes of train.py (both stages, scoring included).", "",
+             f"| step | change | completeness | purity | m50 | {cfg.transfer} completeness | {cfg.transfer} purity | "
+             f"{cfg.transfer} m50 | quadrants/s | training (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    records = found.get("_steps") or {}
+    for spec in cfg.steps:
+        res = found.get(str(spec.name)) or {}
+        paper_res, shifted_res = {"eval": res.get("eval") or {}}, {"eval": res.get("transfer") or {}}
+        train_s = ((records.get(str(spec.name)) or {}).get("train") or {}).get("wall_s")
+        qps = (res.get("speed") or {}).get("quadrants_per_s")
+        lines.append(
+            f"| {spec.name} | {spec.get('what', '')} | {P._fmt(P._e2e(paper_res, 'completeness'))} | "
+            f"{P._fmt(P._e2e(paper_res, 'purity'))} | {_m50(paper_res['eval'])} | "
+            f"{P._fmt(P._e2e(shifted_res, 'completeness'))} | {P._fmt(P._e2e(shifted_res, 'purity'))} | "
+            f"{_m50(shifted_res['eval'])} | {P._fmt(qps, 2)} | {P._fmt(None if train_s is None else train_s / 60, 1)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> Path | None:
+    """Put the table into the ablation section of ``cfg.results`` (created when missing)."""
+    if not cfg.get("results"):
+        return None
+    path = Path(cwd) / cfg.results
+    text = path.read_text() if path.is_file() else ""
+    save_text(path, replace_section(text, SECTION, render_table(cfg, collect(cfg, cwd=cwd))), overwrite=True)
+    return path
+
+
+def run_ablation(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> dict:
+    """Run the plan, then write the table; returns the steps record."""
+    out = Path(cwd) / cfg.out_dir
+    P.check_run_settings(cfg, out)
+    start = time.perf_counter()
+    record = P.run_plan(plan(cfg), record_path=out / P.STEPS_FILE, cwd=cwd)
+    path = write_results(cfg, cwd=cwd)
+    log.info("ablation: finished in %.0f s; table in %s", time.perf_counter() - start, path)
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``ablation [key=value ...]`` runs the plan; ``ablation speed ...`` times one artifact."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:
+        if args and args[0] == "speed":
+            speed_task(args[1:])
+            return 0
+        record = run_ablation(load_config(args))
+    except InputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    failed = [f"{s}/{c}" for s, e in record.items() for c, r in e.items() if r.get("status") == "failed"]
+    if failed:
+        log.error("failed steps: %s (see their logs)", ", ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
