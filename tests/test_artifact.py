@@ -148,3 +148,31 @@ def test_sweep_summary_table(tmp_path):
     md = md_path.read_text().splitlines()
     assert md[0] == "| job | data.kernel | data | test/cascade_f1 | test/x | dir |" and len(md) == 5
     assert parse_overrides(["+a.b=1", "c=x=y"]) == {"a.b": "1", "c": "x=y"}
+
+
+def test_export_halves_cnn_weights_keeps_decisions_and_records_provenance(tmp_path):
+    """The shipped form: float16 CNN weights (about half the file), same decisions, provenance read back."""
+    import torch
+
+    from neocascade.models.final import FinalNet
+    from neocascade.training.artifact import export_cascade, load_cascade, save_cascade, stage_record
+
+    torch.manual_seed(0)
+    record = stage_record(FinalNet(1, 21).eval(), 0.5)
+    src = save_cascade(tmp_path / "cascade.pt", stage1=record, stage2=record, input_spec={"cutout_size": 21},
+                       config={"data": {"name": "tiny"}}, metrics={})
+    dst = export_cascade(src, tmp_path / "ship" / "neocascade.pt", provenance={"data": "tiny", "m50": 20.1})
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    full, half = load_cascade(src), load_cascade(dst)
+    assert half.provenance == {"data": "tiny", "m50": 20.1} and full.provenance == {}
+    assert next(half.stage1.model.parameters()).dtype == torch.float32  # widened on load
+    x = torch.randn(500, 1, 21, 21) * 4
+    p_full, p_half = full.stage1.proba(x), half.stage1.proba(x)
+    assert np.abs(p_full - p_half).max() < 1e-2
+    threshold = float(np.median(p_full))
+    assert ((p_full >= threshold) != (p_half >= threshold)).sum() <= 5  # only scores within fp16 rounding of it
+    with pytest.raises(InputError, match="would take .* MB"):
+        export_cascade(src, tmp_path / "big.pt", max_mb=0.01)
+    assert not (tmp_path / "big.pt").exists() and not list(tmp_path.glob(".big.pt*"))
+    with pytest.raises(InputError, match="already exists"):
+        export_cascade(src, dst)

@@ -190,6 +190,25 @@ def test_real_artifact_thresholds_decide(tmp_path):
     assert (tmp_path / "b" / "catalogue.csv").read_text().strip() == ",".join(CATALOGUE_COLUMNS)
 
 
+def test_the_shipped_cascade_is_the_default(tmp_path, monkeypatch, capsys):
+    """No artifact= : the package's shipped cascade; none shipped: one line saying so."""
+    import neocascade.training.artifact as artifact
+    from neocascade.pipelines.ship import ship
+
+    packaged = tmp_path / "pkg" / "artifacts" / "neocascade.pt"
+    monkeypatch.setattr(artifact, "PACKAGED", packaged)
+    data = write_npz(tmp_path / "images_0.npz", blob_image(shape=(32, 32), sources=((8, 8),))[None])
+    with pytest.raises(SystemExit) as exit_info:
+        run(config(tmp_path, f"input={data}", f"out={tmp_path / 'none'}"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: artifact: none given and no cascade is shipped in this package yet")
+    ship([f"artifact={tiny_artifact(tmp_path / 'run' / 'cascade.pt', threshold=0.4)}", f"out={packaged}"])
+    assert detect(config(tmp_path, f"input={data}", f"out={tmp_path / 'a'}", "merge_radius=0")) == 0
+    assert len(rows_of(tmp_path / "a")) == 4
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["artifact"] == str(packaged)
+
+
 def test_wrong_architecture_is_fatal(tmp_path, capsys):
     artifact = tiny_artifact(tmp_path / "cascade.pt", threshold=0.5)
     data = write_npz(tmp_path / "images_0.npz", blob_image()[None])

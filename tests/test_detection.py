@@ -33,6 +33,7 @@ class ThresholdCascade:
                            "channels": ["filtered"], "normalize": normalize}
         self.threshold1 = 0.5
         self.threshold2 = 0.5
+        self.path = "threshold-cascade"
         self.calls: list[int] = []
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -68,7 +68,7 @@ def evaluate_alerts(cfg: DictConfig) -> int:
     stored = score_alerts([a for a, neg in zip(usable, masks["negative"]) if neg], cascade, signed=False)
     metrics["negative_as_stored_acceptance"] = rate(stored["detected"])
     result = {
-        "artifact": str(cfg.artifact),
+        "artifact": str(cascade.path),
         "alerts_folder": str(folder),
         "n_files": len(sorted(folder.glob("*.avro"))),
         "n_alerts": len(usable),
@@ -105,7 +105,8 @@ def output_dir(cfg: DictConfig) -> Path:
     explicit = cfg.data.get("out_dir")
     if explicit:
         return Path(str(explicit))
-    name = cfg.get("name") or artifact_name(Path(str(cfg.get("artifact") or "artifact")))
+    artifact = cfg.get("artifact")
+    name = cfg.get("name") or (artifact_name(Path(str(artifact))) if artifact else "packaged")
     return Path(str(cfg.paths.outputs)) / "eval" / "ztf_alerts" / str(name)
 
 

@@ -65,18 +65,22 @@ def report_error(message: str) -> str:
 
 def load_artifact(cfg: DictConfig, *, build_selector: bool = True) -> tuple[Any, InputSpec]:
     """Load ``cfg.artifact`` (checking ``cfg.expected_arch``) and its input spec; InputError if unusable."""
-    from neocascade.training.artifact import load_cascade
+    from neocascade.training.artifact import PACKAGED, load_cascade
 
-    if cfg.get("artifact") in (None, "", "???"):
-        raise input_error("artifact", "required: the path of a training run's cascade.pt")
+    path = cfg.get("artifact")
+    if path in (None, "", "???"):
+        if not PACKAGED.is_file():
+            raise input_error("artifact", "none given and no cascade is shipped in this package yet",
+                              expected=f"a training run's cascade.pt, or {PACKAGED}")
+        path = PACKAGED
     expected = cfg.get("expected_arch")
     if expected is not None and not isinstance(expected, str):
         expected = tuple(OmegaConf.to_container(expected))
-    cascade = load_cascade(Path(str(cfg.artifact)), expected_arch=expected)
+    cascade = load_cascade(Path(str(path)), expected_arch=expected)
     try:
         spec = input_spec(cascade, build_selector=build_selector)
     except ValueError as exc:
-        raise input_error(cfg.artifact, f"unusable input spec: {exc}") from None
+        raise input_error(path, f"unusable input spec: {exc}") from None
     return cascade, spec
 
 
@@ -110,7 +114,7 @@ def detect(cfg: DictConfig) -> int:
             failed += _process_file(path, state, writer)
         n_rows = writer.n_rows
     summary = {
-        "artifact": str(cfg.artifact),
+        "artifact": str(cascade.path),
         "catalogue": str(catalogue_path),
         "rows": n_rows,
         **state.counts,

@@ -25,6 +25,8 @@ from neocascade.utils.atomic import atomic_path
 
 FORMAT = "neocascade-cascade"
 VERSION = 1
+PACKAGED = Path(__file__).resolve().parents[1] / "artifacts" / "neocascade.pt"
+"""The recommended cascade shipped inside the package (``experiment=neocascade``), used when no artifact is given."""
 STAGE_KEYS = ("arch", "hparams", "state", "threshold")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -196,8 +198,11 @@ def _plain(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, Path):
         return str(obj)
-    if obj is None or isinstance(obj, (str, bool, int, float)):
+    if obj is None or isinstance(obj, bool):
         return obj
+    for kind in (str, int, float):  # subclasses (torch's TorchVersion is a str) become the plain type
+        if isinstance(obj, kind):
+            return kind(obj)
     if hasattr(obj, "items"):
         return {str(k): _plain(v) for k, v in obj.items()}
     if hasattr(obj, "__iter__"):
@@ -283,6 +288,8 @@ class Cascade:
         How the cutouts must be made (see :func:`save_cascade`); ``preprocess`` is the same dict.
     config, metrics : dict
         The training run's resolved config and report metrics.
+    provenance : dict
+        What :func:`export_cascade` recorded for a shipped cascade (empty for a training run's).
     path : Path or None
         The file it came from.
     inference : InferenceOptions
@@ -296,6 +303,7 @@ class Cascade:
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
     inference: InferenceOptions = field(default_factory=InferenceOptions)
+    provenance: dict = field(default_factory=dict)
 
     @property
     def preprocess(self) -> dict:
@@ -452,7 +460,50 @@ def load_cascade(
         config=dict(payload.get("config") or {}),
         metrics=dict(payload.get("metrics") or {}),
         path=path,
+        provenance=dict(payload.get("provenance") or {}),
     )
+
+
+def export_cascade(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    half: bool = True,
+    provenance: Mapping[str, Any] | None = None,
+    max_mb: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Copy an artifact for shipping: CNN weights in float16, plus where it came from.
+
+    Parameters
+    ----------
+    src, dst : path
+        A :func:`save_cascade` artifact and the file to write (atomically).
+    half : bool
+        Store the CNN stages' floating-point tensors as float16 (half the size; they are widened to
+        float32 on load, so inference is unchanged apart from the rounding of the weights). A forest's
+        arrays are kept exactly.
+    provenance : dict, optional
+        Plain containers stored under ``provenance`` (config, data preset, metrics, commit); read back as
+        :attr:`Cascade.provenance`.
+    max_mb : float, optional
+        Refuse (InputError naming ``dst``) to write a file larger than this.
+    overwrite : bool
+        Replace an existing ``dst``.
+    """
+    load_cascade(src)  # refuses anything that is not a loadable cascade, with its one-line error
+    payload = torch.load(Path(src), map_location="cpu", weights_only=True)
+    for key in ("stage1", "stage2"):
+        stage = payload.get(key)
+        if half and stage is not None and stage["arch"] != FOREST_ARCH:
+            stage["state"] = {k: v.half() if v.is_floating_point() else v for k, v in stage["state"].items()}
+    payload["provenance"] = _plain(dict(provenance or {}))
+    with atomic_path(dst, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
+        size_mb = Path(tmp).stat().st_size / 2**20
+        if max_mb is not None and size_mb > max_mb:
+            raise input_error(dst, f"the shipped cascade would take {size_mb:.1f} MB", expected=f"<= {max_mb} MB")
+    return Path(dst)
 
 
 def _load_stage(path: Path, name: str, record: Any, expected_arch: str | None, cutout_size: int | None) -> StageModel:
