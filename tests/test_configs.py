@@ -167,3 +167,14 @@ def test_shifted_preset_is_paper_with_another_sky(tmp_path):
     assert (sims[0].magnitude_mean, sims[0].magnitude_range) == (sims[1].magnitude_mean, sims[1].magnitude_range)
     noise = [robust_noise(simulate_image(sim, seed=3, file_index=0, image_index=0)[0]) for sim in sims]
     assert noise[1] > 1.1 * noise[0]
+
+
+def test_every_ablation_step_composes_and_builds(tmp_path):
+    """The ablation's train.py overrides are valid configs whose data modules and models build."""
+    from neocascade.pipelines.ablation import load_config
+
+    for spec in load_config([]).steps:
+        cfg = _compose(*[o for o in spec.overrides], "data=tiny", tmp=tmp_path)
+        dm = instantiate(cfg.data)
+        second = cfg.stage.get("second_model") or cfg.model
+        instantiate(second, in_channels=dm.in_channels, cutout_size=dm.cutout_size)

@@ -257,6 +257,24 @@ def test_augmentation_keeps_labels_and_pixel_values(cache_dir):
     assert not np.array_equal(a, b)
 
 
+def test_fading_touches_training_batches_only(cache_dir):
+    """data.fade: training cutouts become fainter copies (labels kept); validation and test stay as cached."""
+    dm = tiny_module(cache_dir, fade={"probability": 1.0, "min_scale": 0.2, "min_snr": 0.0})
+    dm.setup("fit")
+    cs = dm.candidates("train")
+    x, y, index = next(iter(dm.train_dataloader()))
+    idx = index.numpy()
+    cached = cs.cutouts.take(idx)[:, :1].astype(np.float32)
+    np.testing.assert_array_equal(y.numpy(), cs.label[idx])
+    assert not np.allclose(x.numpy(), cached)
+    centre = x.numpy()[:, 0, 10, 10]
+    bright = cached[:, 0, 10, 10] > 20 * cs.image_noise[idx]
+    assert bright.any() and (centre[bright] < cached[bright, 0, 10, 10]).all()  # bright sources always fade
+    xv, _, iv = next(iter(dm.val_dataloader()))
+    np.testing.assert_array_equal(xv.numpy(), dm.candidates("val").cutouts.take(iv.numpy())[:, :1].astype(np.float32))
+    assert tiny_module(cache_dir, fade={"probability": 0.0}).fade is None
+
+
 def test_dataset_pickles_for_worker_processes(cache_dir):
     import pickle
 
@@ -333,6 +351,9 @@ def test_lightning_sets_the_sampler_epoch(cache_dir):
         ({"batch_size": 0}, "data.batch_size: must be an integer >= 1"),
         ({"selector": None}, "data.selector: no candidate selector configured"),
         ({"label_mode": "box"}, "data.label_mode: must be one of"),
+        ({"fade": {"probability": 2.0}}, "data.fade: need 0 <= probability <= 1"),
+        ({"fade": {"strength": 0.5}}, "data.fade: unknown key"),
+        ({"fade": 0.5}, "data.fade: must be null or a mapping"),
     ],
 )
 def test_bad_config(tmp_path, overrides, match):

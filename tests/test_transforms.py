@@ -120,3 +120,39 @@ def test_augment_with_given_codes_matches_dihedral():
     np.testing.assert_array_equal(out[1], dihedral(x[1], 6))
     with pytest.raises(ValueError, match="codes: must have shape"):
         augment(x, np.random.default_rng(0), codes=np.array([1]))
+
+
+def test_fade_scales_the_source_and_restores_the_noise_level():
+    """Faded cutouts: the source is a times fainter, the noise (raw and filtered) keeps its level."""
+    from scipy.ndimage import gaussian_filter
+
+    from neocascade.data.transforms import fade
+
+    rng = np.random.default_rng(0)
+    n, size, sigma, level = 4000, 21, 1.0, 6.0
+    raw = rng.normal(0.0, level, (n, 29, 29)).astype(np.float32)
+    raw[:, 14, 14] += 400.0  # a bright point source at the centre
+    filtered = gaussian_filter(raw, sigma=(0, sigma, sigma))[:, 4:25, 4:25]
+    cut = np.stack([filtered, raw[:, 4:25, 4:25]], axis=1)
+    out = fade(cut, noise=np.full(n, level), sigma=sigma, rng=np.random.default_rng(1), probability=1.0,
+               min_scale=0.25, min_snr=0.0)
+    assert out.shape == cut.shape and out.dtype == np.float32 and not np.shares_memory(out, cut)
+    centre = out[:, 1, 10, 10] / cut[:, 1, 10, 10]
+    assert 0.2 < centre.min() and centre.max() <= 1.05 and np.median(centre) < 0.7  # fainter, log-uniform a
+    corner = (slice(None), slice(0, 5), slice(0, 5))  # far from the source: noise only
+    for ch in (0, 1):
+        before, after = cut[:, ch][corner].std(), out[:, ch][corner].std()
+        assert after == pytest.approx(before, rel=0.05), ch
+    # nothing fades below min_snr, and probability 0 or an all-dead cutout changes nothing
+    safe = fade(cut, noise=np.full(n, level), sigma=sigma, rng=np.random.default_rng(2), probability=1.0,
+                min_scale=0.01, min_snr=20.0)
+    from neocascade.preprocess.filters import gaussian_kernel1d
+
+    k = gaussian_kernel1d(sigma)
+    filtered_noise = level * np.sqrt(np.sum(np.outer(k, k) ** 2))
+    assert (safe[:, 0, 10, 10] / filtered_noise).min() > 20.0 - 4.0  # the scaled source >= 20, plus fresh noise
+    np.testing.assert_array_equal(fade(cut, noise=np.full(n, level), sigma=sigma, rng=rng, probability=0.0), cut)
+    dead = np.zeros((2, 2, size, size), np.float32)
+    np.testing.assert_array_equal(fade(dead, noise=np.full(2, level), sigma=sigma, rng=rng, probability=1.0), dead)
+    with pytest.raises(ValueError, match="fade: need"):
+        fade(cut[:2], noise=np.full(2, level), sigma=sigma, rng=rng, min_scale=0.0)

@@ -19,7 +19,7 @@ from neocascade.data.cache import CandidateSet, build_cache, cache_handle, resol
 from neocascade.data.sampling import BalancedResampler
 from neocascade.data.sources import _plain
 from neocascade.data.splits import SPLITS, validate_split
-from neocascade.data.transforms import NORMALIZATIONS, assemble_inputs, augment as augment_batch, channel_indices
+from neocascade.data.transforms import NORMALIZATIONS, assemble_inputs, augment as augment_batch, channel_indices, fade
 from neocascade.errors import input_error
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,11 @@ class CutoutDataset(Dataset):
         See :func:`neocascade.data.transforms.assemble_inputs`.
     augment : bool
         Random flips / quarter turns per sample.
+    fade : dict, optional
+        Keyword arguments of :func:`neocascade.data.transforms.fade` (``probability``, ``min_scale``,
+        ``min_snr``): random cutouts become fainter copies of themselves; None leaves them as cached.
+    sigma : float
+        The cutouts' Gaussian filter sigma in px (used by ``fade``).
     seed : int
         Seeds the augmentation (mixed with the worker's torch seed in worker processes).
 
@@ -56,9 +61,13 @@ class CutoutDataset(Dataset):
         channels: Sequence[str],
         normalize: str,
         augment: bool = False,
+        fade: Mapping[str, float] | None = None,
+        sigma: float = 1.0,
         seed: int = 0,
     ):
         self.candidates = candidates
+        self.fade = dict(fade) if fade else None
+        self.sigma = float(sigma)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.channels = list(channels)
         self.normalize = normalize
@@ -87,8 +96,11 @@ class CutoutDataset(Dataset):
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
         idx = self.indices[pos]
         cs = self.candidates
+        cutouts = cs.cutouts.take(idx)
+        if self.fade:
+            cutouts = fade(cutouts, noise=cs.image_noise[idx], sigma=self.sigma, rng=self._generator(), **self.fade)
         x = assemble_inputs(
-            cs.cutouts.take(idx),
+            cutouts,
             channels=self.channels,
             normalize=self.normalize,
             image_noise=cs.image_noise[idx],
@@ -137,6 +149,9 @@ class CutoutDataModule(pl.LightningDataModule):
         Model inputs (:func:`~neocascade.data.transforms.assemble_inputs`).
     augment : bool
         Random flips / quarter turns of training cutouts.
+    fade : dict, optional
+        Fade training cutouts to fainter copies (:func:`neocascade.data.transforms.fade` keywords
+        ``probability``, ``min_scale``, ``min_snr``); None (the seed) leaves them as cached.
     neg_ratio : float, resample_each_epoch : bool
         Negatives per positive in each training epoch; fresh negatives every epoch.
     split : mapping
@@ -174,6 +189,7 @@ class CutoutDataModule(pl.LightningDataModule):
         channels: Sequence[str] = ("filtered",),
         normalize: str = "none",
         augment: bool = False,
+        fade: Mapping[str, float] | None = None,
         neg_ratio: float = 1.0,
         resample_each_epoch: bool = True,
         split: Mapping[str, Sequence[int]] | None = None,
@@ -206,6 +222,7 @@ class CutoutDataModule(pl.LightningDataModule):
             raise input_error("data.normalize", f"must be one of {', '.join(NORMALIZATIONS)}", found=repr(normalize))
         self.normalize = str(normalize)
         self.augment = bool(augment)
+        self.fade = _check_fade(fade, self.sigma)
         if not np.isfinite(neg_ratio) or neg_ratio < 0:
             raise input_error("data.neg_ratio", "must be a finite number >= 0", found=repr(neg_ratio))
         self.neg_ratio = float(neg_ratio)
@@ -277,7 +294,7 @@ class CutoutDataModule(pl.LightningDataModule):
         if not labels.any():
             raise input_error("data.split.train", f"no positive candidates in files {list(self.split['train'])}")
         sampler = BalancedResampler(labels, neg_ratio=self.neg_ratio, seed=self.seed, resample_each_epoch=self.resample_each_epoch)
-        dataset = self._dataset("train", indices, augment=self.augment)
+        dataset = self._dataset("train", indices, augment=True)
         return self._loader(dataset, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -386,8 +403,10 @@ class CutoutDataModule(pl.LightningDataModule):
         return np.arange(len(self.candidates(split)), dtype=np.int64)
 
     def _dataset(self, split: str, indices: np.ndarray, *, augment: bool) -> CutoutDataset:
+        """Training batches (``augment=True``) get the flips when ``data.augment`` and the fading when ``data.fade``."""
         return CutoutDataset(
-            self.candidates(split), indices, channels=self.channels, normalize=self.normalize, augment=augment, seed=self.seed
+            self.candidates(split), indices, channels=self.channels, normalize=self.normalize,
+            augment=augment and self.augment, fade=self.fade if augment else None, sigma=self.sigma, seed=self.seed,
         )
 
     def _eval_loader(self, split: str) -> DataLoader | list:
@@ -405,6 +424,23 @@ class CutoutDataModule(pl.LightningDataModule):
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
         )
+
+
+def _check_fade(value: Any, sigma: float) -> dict | None:
+    """``data.fade`` as plain keyword arguments of :func:`fade`, or None when off; InputError when malformed."""
+    if value is None or value is False:
+        return None
+    if not isinstance(value, Mapping):
+        raise input_error("data.fade", "must be null or a mapping of probability, min_scale, min_snr", found=repr(value))
+    kwargs = {str(k): float(v) for k, v in dict(value).items()}
+    unknown = sorted(set(kwargs) - {"probability", "min_scale", "min_snr"})
+    if unknown:
+        raise input_error("data.fade", "unknown key", expected="probability, min_scale, min_snr", found=unknown)
+    try:
+        fade(np.zeros((1, 2, 3, 3), np.float32), noise=np.ones(1), sigma=sigma, rng=np.random.default_rng(0), **kwargs)
+    except ValueError as exc:
+        raise input_error("data.fade", str(exc).split(": ", 1)[1]) from None
+    return kwargs if kwargs.get("probability", 0.5) > 0 else None
 
 
 def _build(obj: Any, key: str) -> Any:
