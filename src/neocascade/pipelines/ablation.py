@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig
 
-from neocascade.errors import InputError, input_error
+from neocascade.errors import input_error
 from neocascade.pipelines import paper as P
 from neocascade.pipelines.common import replace_section
 from neocascade.utils.atomic import save_json, save_text
@@ -178,21 +178,8 @@ def run_ablation(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``ablation [key=value ...]`` runs the plan; ``ablation speed ...`` times one artifact."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    try:
-        if args and args[0] == "speed":
-            speed_task(args[1:])
-            return 0
-        record = run_ablation(load_config(args))
-    except InputError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    failed = [f"{s}/{c}" for s, e in record.items() for c, r in e.items() if r.get("status") == "failed"]
-    if failed:
-        log.error("failed steps: %s (see their logs)", ", ".join(failed))
-        return 1
-    return 0
+    return P.runner_main(list(sys.argv[1:] if argv is None else argv), subtasks={"speed": speed_task},
+                         run=lambda args: run_ablation(load_config(args)))
 
 
 if __name__ == "__main__":

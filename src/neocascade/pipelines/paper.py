@@ -66,7 +66,7 @@ def load_config(overrides: Sequence[str] = (), *, path: str | Path = CONF) -> Di
     cfg = OmegaConf.load(path)
     bad = [o for o in overrides if "=" not in o]
     if bad:
-        raise input_error("paper arguments", "expected key=value", found=repr(bad[0]))
+        raise input_error(f"{Path(path).stem} arguments", "expected key=value", found=repr(bad[0]))
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+")
         if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
@@ -608,15 +608,18 @@ def run_paper(cfg: DictConfig, *, cwd: str | Path = ROOT) -> dict:
     return record
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``paper [key=value ...]`` runs the plan; ``paper cache|study ...`` runs one subtask."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def runner_main(args: Sequence[str], *, subtasks: Mapping[str, Callable[[Sequence[str]], Any]],
+                run: Callable[[Sequence[str]], dict]) -> int:
+    """Shared command line of the step runners: ``NAME args`` runs subtask NAME, otherwise ``run(args)``.
+
+    Exit status 2 with one stderr line for bad input, 1 when a step failed (named in the log), else 0.
+    """
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
-        if args and args[0] in SUBTASKS:
-            (build_cache_task if args[0] == "cache" else study_task)(args[1:])
+        if args and args[0] in subtasks:
+            subtasks[args[0]](args[1:])
             return 0
-        record = run_paper(load_config(args))
+        record = run(args)
     except InputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -625,6 +628,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("failed steps: %s (see their logs)", ", ".join(failed))
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``paper [key=value ...]`` runs the plan; ``paper cache|study ...`` runs one subtask."""
+    return runner_main(list(sys.argv[1:] if argv is None else argv),
+                       subtasks={"cache": build_cache_task, "study": study_task},
+                       run=lambda args: run_paper(load_config(args)))
 
 
 if __name__ == "__main__":
