@@ -138,8 +138,14 @@ def test_stage_check_refuses_both_thresholds(tmp_path):
     from neocascade.errors import InputError
 
     cfg = _compose("stage=first", "stage.threshold=0.3", tmp=tmp_path)
-    with pytest.raises(InputError, match="stage.threshold / stage.min_recall: set exactly one"):
+    with pytest.raises(InputError, match="stage.threshold / stage.min_recall / stage.min_precision: set exactly one"):
         _check_stage(cfg.stage)
+    with pytest.raises(InputError, match="set exactly one"):
+        _check_stage(_compose("stage=gated", "stage.min_recall=0.9", tmp=tmp_path).stage)
+    with pytest.raises(InputError, match="stage.min_precision: must lie in"):
+        _check_stage(_compose("stage=gated", "stage.min_precision=1.5", tmp=tmp_path).stage)
+    with pytest.raises(InputError, match="stage.min_precision: is for one-stage runs"):
+        _check_stage(_compose("stage=boost", "stage.min_recall=null", "stage.min_precision=0.9", tmp=tmp_path).stage)
 
 
 @pytest.mark.parametrize("kernel", [30, 70])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -94,6 +95,26 @@ def test_final_boosted_by_resnet(tiny_cache, tmp_path):
     _check_run(tmp_path / "run", report, arch1="final", arch2="resnet")
     cascade = load_cascade(tmp_path / "run" / "cascade.pt", expected_arch=("final", "resnet"))
     assert cascade.stage2.hparams["widths"] == [4, 8]
+
+
+def test_gated_single_stage_reaches_its_validation_precision(tiny_cache, tmp_path):
+    """stage=gated: one CNN behind the peaks selector, threshold picked for a validation precision."""
+    from neocascade.training.thresholds import threshold_for_precision
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from neocascade.training.artifact import FP32_FAST, load_cascade
+
+    report = _train(tmp_path, tiny_cache, "model=baseline", "stage=gated", "stage.min_precision=0.6", *SMALL["baseline"])
+    _check_run(tmp_path / "run", report, arch1="baseline", arch2=None)
+    assert report["stage"] == "gated" and report["thresholds"]["stage2"] is None
+    dm = instantiate(OmegaConf.create(report["config"]["data"]))
+    stage = load_cascade(tmp_path / "run" / "cascade.pt").stage1
+    batches = list(dm.predict_loader("val"))
+    p = np.concatenate([stage.proba(x, options=FP32_FAST) for x, _, _ in batches])
+    y = np.concatenate([y.numpy() for _, y, _ in batches]) == 1
+    assert report["thresholds"]["stage1"] == pytest.approx(threshold_for_precision(p, y, target_precision=0.6), abs=1e-5)
 
 
 def test_boost_reuses_a_stage1_artifact(tiny_cache, tmp_path):

@@ -1,8 +1,8 @@
 """Training pipeline behind ``train.py``: one classifier, stage 1 tuned for recall, or the seed's cascade.
 
 ``stage=single`` trains one model on all candidates; ``stage=first`` also picks the threshold that keeps
-``stage.min_recall`` of the validation positives; ``stage=boost`` then trains stage 2 on stage 1's
-positives only. Every run writes ``config.yaml``, ``metrics.json`` and the artifact ``cascade.pt``
+``stage.min_recall`` of the validation positives (``stage=gated``: reaches ``stage.min_precision``);
+``stage=boost`` then trains stage 2 on stage 1's positives only. Every run writes ``config.yaml``, ``metrics.json`` and the artifact ``cascade.pt``
 (a one-stage artifact for single and first) into its run folder.
 """
 
@@ -101,12 +101,17 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
 
 
 def _check_stage(stage: DictConfig) -> None:
-    """Exactly one of ``stage.threshold`` and ``stage.min_recall``; values in range."""
-    threshold, min_recall = stage.get("threshold"), stage.get("min_recall")
-    if (threshold is None) == (min_recall is None):
-        raise input_error("stage.threshold / stage.min_recall", "set exactly one", found=f"{threshold} / {min_recall}")
+    """Exactly one of ``stage.threshold``, ``stage.min_recall`` and ``stage.min_precision``; values in range."""
+    threshold, min_recall, min_precision = stage.get("threshold"), stage.get("min_recall"), stage.get("min_precision")
+    if sum(v is not None for v in (threshold, min_recall, min_precision)) != 1:
+        raise input_error("stage.threshold / stage.min_recall / stage.min_precision", "set exactly one",
+                          found=f"{threshold} / {min_recall} / {min_precision}")
     if min_recall is not None and not 0.0 < float(min_recall) <= 1.0:
         raise input_error("stage.min_recall", "must lie in (0, 1]", found=min_recall)
+    if min_precision is not None and not 0.0 < float(min_precision) <= 1.0:
+        raise input_error("stage.min_precision", "must lie in (0, 1]", found=min_precision)
+    if min_precision is not None and stage.get("cascade"):
+        raise input_error("stage.min_precision", "is for one-stage runs; a cascade tunes stage 2 with stage.second_precision")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise input_error("stage.threshold", "must lie in [0, 1]", found=threshold)
     if stage.get("cascade") and stage.get("second_precision") is not None:
@@ -203,10 +208,13 @@ def _boost(ctx: Context, stage1: StageModel, p1_val: np.ndarray, label_val: np.n
 
 
 def _pick_threshold1(stage_cfg: DictConfig, p1_val: np.ndarray, label_val: np.ndarray) -> float:
-    if stage_cfg.get("min_recall") is None:
+    """The fixed threshold, or the one reaching ``min_recall`` / ``min_precision`` on the validation file."""
+    if stage_cfg.get("threshold") is not None:
         return float(stage_cfg.threshold)
     if not label_val.any():
-        raise input_error("data.split.val", "the validation files hold no positive candidate to tune stage 1's recall on")
+        raise input_error("data.split.val", "the validation files hold no positive candidate to tune stage 1's threshold on")
+    if stage_cfg.get("min_precision") is not None:
+        return threshold_for_precision(p1_val, label_val, target_precision=float(stage_cfg.min_precision))
     return threshold_for_recall(p1_val, label_val, min_recall=float(stage_cfg.min_recall))
 
 
