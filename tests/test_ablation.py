@@ -22,6 +22,8 @@ def test_plan_trains_tunes_on_validation_and_measures_both_presets(tmp_path):
     assert "data=shifted" in transfer.argv and "data=shifted" not in ev.argv
     assert transfer.done == tmp_path / "peaks" / "eval_shifted" / "metrics.json"
     assert speed.argv[1:4] == ["-m", "neocascade.pipelines.ablation", "speed"]
+    gated = steps["gated"].commands[0].argv  # one stage behind the gate: its own threshold gets the target
+    assert "stage.min_precision=0.98" in gated and not any(a.startswith("stage.second_precision") for a in gated)
     # cumulative: every step keeps the overrides of the one before it
     specs = list(cfg.steps)
     for before, after in zip(specs, specs[1:]):

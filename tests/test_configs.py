@@ -177,10 +177,12 @@ def test_shifted_preset_is_paper_with_another_sky(tmp_path):
 
 def test_every_ablation_step_composes_and_builds(tmp_path):
     """The ablation's train.py overrides are valid configs whose data modules and models build."""
-    from neocascade.pipelines.ablation import load_config
+    from neocascade.pipelines.ablation import load_config, plan
 
-    for spec in load_config([]).steps:
-        cfg = _compose(*[o for o in spec.overrides], "data=tiny", tmp=tmp_path)
+    for step in plan(load_config([]), python="PY"):
+        argv = [a for a in step.commands[0].argv[2:] if not a.startswith(("hydra.", "data=", "data.source."))]
+        cfg = _compose(*argv, "data=tiny", tmp=tmp_path)
+        _check_stage(cfg.stage)
         dm = instantiate(cfg.data)
         second = cfg.stage.get("second_model") or cfg.model
         instantiate(second, in_channels=dm.in_channels, cutout_size=dm.cutout_size)

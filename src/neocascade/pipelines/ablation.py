@@ -53,9 +53,12 @@ def plan(cfg: DictConfig, *, python: str | None = None) -> list[P.Step]:
         folder = out / name
         artifact = folder / "cascade.pt"
         step = P.Step(name=name, kind="train")
-        train = [py, "train.py", *list(spec.overrides), *shared, f"trainer.max_epochs={int(cfg.epochs)}",
-                 f"stage.second_precision={float(cfg.target_precision)}", f"hydra.run.dir={folder}",
-                 *list(cfg.train_overrides)]
+        # the operating point, picked on the validation file: stage 2's threshold in a cascade, the single
+        # stage's behind the gate (stage=gated)
+        target = float(cfg.target_precision)
+        point = [f"stage.min_precision={target}"] if "stage=gated" in spec.overrides else [f"stage.second_precision={target}"]
+        train = [py, "train.py", *list(spec.overrides), *shared, f"trainer.max_epochs={int(cfg.epochs)}", *point,
+                 f"hydra.run.dir={folder}", *list(cfg.train_overrides)]
         step.commands.append(P.Command("train", train, artifact, folder / "train.log"))
         for label, data in (("evaluate", None), ("transfer", str(cfg.transfer))):
             sub = "eval" if data is None else f"eval_{data}"
