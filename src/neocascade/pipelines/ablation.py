@@ -148,7 +148,8 @@ def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
     for spec in cfg.steps:
         res = found.get(str(spec.name)) or {}
         paper_res, shifted_res = {"eval": res.get("eval") or {}}, {"eval": res.get("transfer") or {}}
-        train_s = ((records.get(str(spec.name)) or {}).get("train") or {}).get("wall_s")
+        train_rec = (records.get(str(spec.name)) or {}).get("train") or {}
+        train_s = train_rec.get("wall_s") if train_rec.get("status") == "done" else None
         qps = (res.get("speed") or {}).get("quadrants_per_s")
         lines.append(
             f"| {spec.name} | {spec.get('what', '')} | {P._fmt(P._e2e(paper_res, 'completeness'))} | "
