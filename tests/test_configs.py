@@ -108,7 +108,7 @@ def test_callbacks_build_and_disable(tmp_path):
         ("seed_vgg", "AlteredVGG16", "boost", None),
         ("seed_rf_boost", "RandomForestStage", "boost", "FinalNet"),
         ("seed_final_cascade", "FinalNet", "boost", None),
-        ("neocascade", "FinalNet", "gated", None),
+        ("neocascade", "ResidualNet", "gated", None),
     ],
 )
 def test_experiments(experiment, arch1, stage, arch2, tmp_path):
