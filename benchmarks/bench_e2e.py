@@ -35,7 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (3080, 3072)  # a ZTF CCD quadrant
-STEPS = ("read", "mask_filter", "select", "cutouts_noise", "assemble", "stage1", "stage2", "catalogue")
+STEPS = ("read", "mask_filter", "noise", "select", "cutouts", "assemble", "stage1", "stage2", "catalogue")
 # (name, InferenceOptions fields, torch.backends.mkldnn enabled); "fp32_reference" is the check's reference
 VARIANTS = {
     "fp32_reference": dict(precision="fp32", channels_last=False, batch_size=4096, recheck_margin=0.0),
@@ -159,26 +159,30 @@ def stepwise(data, index: int, cascade, spec, clock: StepClock, merge_radius: fl
         return masked, _gaussian_filter(masked, spec.sigma, 4.0)
 
     masked, filtered = clock("mask_filter", mask_filter)
-    rows, cols = clock("select", spec.selector, filtered)
+    tiles, image_noise = clock("noise", lambda: (_tile_noise(filtered, box), _robust_noise(masked)))
+    shares = getattr(spec.selector, "shares_noise_tiles", False) and spec.selector.noise_box == box
+    rows, cols = clock("select", lambda: spec.selector(filtered, noise_tiles=tiles) if shares else spec.selector(filtered))
 
     def cut():
         c = np.empty((rows.size, 2, spec.cutout_size, spec.cutout_size), dtype=np.float32)
         c[:, 0] = _cutouts(filtered, rows, cols, spec.cutout_size, 0.0)
         c[:, 1] = _cutouts(masked, rows, cols, spec.cutout_size, 0.0)
-        tiles = _tile_noise(filtered, box)
         return Candidates(rows=np.asarray(rows), cols=np.asarray(cols), cutouts=c,
                           peak=filtered[rows, cols].astype(np.float32),
                           local_noise=tiles[rows // box, cols // box].astype(np.float32),
-                          image_noise=_robust_noise(masked), filtered=filtered)
+                          image_noise=image_noise, filtered=filtered)
 
-    cand = clock("cutouts_noise", cut)
+    cand = clock("cutouts", cut)
     x = torch.from_numpy(np.ascontiguousarray(clock("assemble", _assemble, cand, spec)))
     opts = cascade.inference
     p1 = clock("stage1", lambda: cascade.stage1.proba(x, options=opts, threshold=cascade.threshold1))
     keep = p1 >= cascade.threshold1
     p2 = np.full(p1.shape, np.nan)
-    p2[keep] = clock("stage2", lambda: cascade.stage2.proba(x[torch.from_numpy(keep)], options=opts,
-                                                          threshold=cascade.threshold2))
+    if cascade.stage2 is None:  # a one-stage (gated) cascade passes stage 1's score on
+        p2[keep] = clock("stage2", lambda: p1[keep])
+    else:
+        p2[keep] = clock("stage2", lambda: cascade.stage2.proba(x[torch.from_numpy(keep)], options=opts,
+                                                              threshold=cascade.threshold2))
 
     def catalogue():
         accepted = np.flatnonzero(cascade.accept(p1, p2))

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "outputs" / "bench"
 DOCS = ROOT / "docs"
 PARTS = ("e2e", "selectors", "candidates", "simulator", "training")
-STEPS = ("read", "mask_filter", "select", "cutouts_noise", "assemble", "stage1", "stage2", "catalogue")
+STEPS = ("read", "mask_filter", "noise", "select", "cutouts", "assemble", "stage1", "stage2", "catalogue")
 TARGET_QPS = 0.5  # the target: the seed's cascade at >= 0.5 quadrants/s on 2 cores
 
 

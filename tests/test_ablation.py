@@ -28,6 +28,10 @@ def test_plan_trains_tunes_on_validation_and_measures_both_presets(tmp_path):
     specs = list(cfg.steps)
     for before, after in zip(specs, specs[1:]):
         assert list(after.overrides)[: len(before.overrides)] == list(before.overrides)
+    # a step's own epochs replace the run's
+    assert "trainer.max_epochs=5" in steps["veto"].commands[0].argv
+    assert "trainer.max_epochs=12" in steps["longer"].commands[0].argv
+    assert "veto=streaks" in steps["longer"].commands[0].argv
     with pytest.raises(InputError, match="target_precision: must be a precision"):
         A.load_config(["target_precision=0"])
 

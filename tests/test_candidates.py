@@ -169,6 +169,47 @@ def test_local_maxima_matches_brute_force():
     assert (10, 10) in expected and (10, 12) not in expected
 
 
+@pytest.mark.parametrize("threshold", [3.0, 0.5, -1.0])
+def test_local_maxima_sparse_and_dense_paths_agree(monkeypatch, threshold):
+    """Few passing pixels are checked one by one, many go through one maximum filter: same peaks."""
+    import neocascade.candidates.peaks as P
+
+    rng = np.random.default_rng(10)
+    image = ndi.gaussian_filter(rng.normal(size=(90, 70)), 1.0).astype(np.float32)
+    image[rng.random(image.shape) < 0.03] = np.nan
+    image[0, 5] = image[89, 69] = 9.0  # maxima on the border
+    image[30, 30] = image[30, 33] = 7.0  # a tie within min_distance
+    found = {}
+    for name, fraction in (("sparse", 2.0), ("dense", -1.0)):
+        monkeypatch.setattr(P, "_DENSE_FRACTION", fraction)
+        monkeypatch.setattr(P, "_CHUNK", 7)  # several chunks of neighbourhoods
+        found[name] = local_maxima(image, threshold=threshold, min_distance=3, noise_box=32)
+    np.testing.assert_array_equal(found["sparse"][0], found["dense"][0])
+    np.testing.assert_array_equal(found["sparse"][1], found["dense"][1])
+    expected = _maxima_loop(image, threshold, 3, local_noise_map(image, box=32))
+    assert list(zip(*(a.tolist() for a in found["sparse"]))) == expected
+
+
+def test_shared_noise_tiles_give_the_same_candidates():
+    """extract_candidates hands the peaks selector the local noise it measured; nothing changes."""
+    from neocascade.preprocess.noise import _tile_noise
+
+    rng = np.random.default_rng(11)
+    image = rng.normal(size=(100, 90)).astype(np.float32)
+    image[40:43, 50:53] += 40.0
+    selector = PeakSelector(threshold=5.0, min_distance=4, noise_box=32)
+    filtered = ndi.gaussian_filter(image, 1.0)
+    tiles = _tile_noise(filtered, 32)
+    for a, b in zip(selector(filtered), selector(filtered, noise_tiles=tiles)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"noise_tiles: expected shape \(4, 3\)"):
+        selector(filtered, noise_tiles=tiles[:2])
+    shared = extract_candidates(image, sigma=1.0, selector=selector, noise_box=32)
+    alone = extract_candidates(image, sigma=1.0, selector=lambda f: selector(f), noise_box=32)
+    np.testing.assert_array_equal(shared.rows, alone.rows)
+    np.testing.assert_array_equal(shared.cutouts, alone.cutouts)
+
+
 def test_local_maxima_snr_threshold_and_nan():
     rng = np.random.default_rng(9)
     image = rng.normal(size=(64, 64)).astype(np.float32)

@@ -170,6 +170,27 @@ def test_detect_image_finds_the_sources_and_merges_neighbours(detector):
     assert max(cascade.calls) <= 4  # scored in batches of batch_size
 
 
+def test_detect_image_veto_drops_a_streak(detector):
+    """Blobs along a line 200+ px long are dropped by the streak veto; scattered ones stay."""
+    from neocascade.detection.streaks import StreakVeto
+
+    line = [(20 + 30 * k, 20 + 31 * k) for k in range(8)]  # 8 sources over ~300 px
+    image = blob_image(shape=(300, 300), sources=[*line, (250, 40), (40, 250)])
+    cascade = ThresholdCascade()
+    cascade.input_spec["selector"] = {"_target_": "neocascade.candidates.peaks.PeakSelector", "threshold": 5.0,
+                                      "min_distance": 5, "noise_box": 64}
+    every = detector.detect_image(image, cascade, merge_radius=5.0, veto=None)
+    assert len(every["rows"]) == 10
+    kept = detector.detect_image(image, cascade, merge_radius=5.0, veto=StreakVeto(min_span=150.0))
+    assert sorted(zip(kept["rows"].tolist(), kept["cols"].tolist())) == [(40, 250), (250, 40)]
+    # the default is the artifact's veto: this stand-in stores none
+    assert len(detector.detect_image(image, cascade, merge_radius=5.0)["rows"]) == 10
+    cascade.postprocess = {"veto": {"_target_": "neocascade.detection.streaks.StreakVeto", "min_span": 150.0}}
+    assert len(detector.detect_image(image, cascade, merge_radius=5.0)["rows"]) == 2
+    with pytest.raises(ValueError, match="veto: must return one bool per detection"):
+        detector.detect_image(image, cascade, merge_radius=5.0, veto=lambda x, y: np.ones(1))
+
+
 def test_detect_image_on_noise_gives_empty_arrays(detector):
     det = detector.detect_image(blob_image(sources=()), ThresholdCascade(), merge_radius=5.0)
     assert all(len(det[k]) == 0 for k in detector.DETECTION_KEYS)

@@ -142,6 +142,21 @@ def test_report_with_exact_cascade(tmp_path, centre_cascade):
     assert not (folder / "pr_curve.png").exists()
 
 
+def test_veto_override_drops_accepted_detections(tmp_path, centre_cascade):
+    """veto=streaks on the command line: with a line as wide as the image, every image's detections go."""
+    base = ["artifact=fake/run1/cascade.pt", "data=tiny", "figures=[]", "eval.operating_point=artifact"]
+    plain = evaluate(config(tmp_path, *base, "name=plain"), run_dir=tmp_path / "run1")
+    wide = ["veto=streaks", "veto.min_points=3", "veto.tolerance=400", "veto.min_span=0"]
+    vetoed = evaluate(config(tmp_path, *base, "name=vetoed", *wide), run_dir=tmp_path / "run2")
+    before, after = plain["metrics"], vetoed["metrics"]
+    assert before["test/e2e_vetoed"] == 0 and before["test/e2e_miss_vetoed"] == 0
+    assert after["test/e2e_vetoed"] > 0 and after["test/e2e_miss_vetoed"] > 0
+    assert after["test/e2e_found"] < before["test/e2e_found"]
+    assert after["test/e2e_detections"] < before["test/e2e_detections"]
+    md = (tmp_path / "outputs" / "eval" / "vetoed" / "report.md").read_text()
+    assert "StreakVeto(min_points=3" in md and "accepted candidates dropped" in md
+
+
 def test_real_artifact_uses_its_stored_data_and_data_figures(tmp_path):
     from threadpoolctl import threadpool_limits
 

@@ -147,6 +147,19 @@ def test_local_noise_map_matches_per_tile_loop(shape, box):
     np.testing.assert_allclose(out, ref, rtol=1e-5, equal_nan=True)
 
 
+def test_tile_noise_workers_and_infinities():
+    """Tile rows shared out to threads give the same grid; +-inf pixels count as masked."""
+    from neocascade.preprocess.noise import _tile_noise
+
+    rng = np.random.default_rng(8)
+    image = rng.normal(size=(97, 61)).astype(np.float32)
+    image[rng.random(image.shape) < 0.05] = np.inf
+    one = _tile_noise(image, 16, workers=1)
+    np.testing.assert_array_equal(_tile_noise(image, 16, workers=4), one)
+    masked = np.where(np.isfinite(image), image, np.nan)
+    assert one[0, 0] == pytest.approx(robust_noise(masked[:16, :16]), rel=1e-6)
+
+
 def test_local_noise_map_bad_box():
     with pytest.raises(ValueError, match="box: must be a positive integer"):
         local_noise_map(np.zeros((4, 4)), box=0)

@@ -143,9 +143,16 @@ def test_end_to_end_counts_and_miss_breakdown():
     assert r["completeness_visible"] == pytest.approx(1 / 5)
     assert r["purity"] == pytest.approx(1 / 3)
     assert r["false_detections"] == 2 and r["false_per_quadrant"] == pytest.approx(1.0)
-    assert r["misses"] == {"dead": 1, "not_proposed": 1, "stage1_rejected": 1, "stage2_rejected": 1, "other": 1}
+    assert r["misses"] == {"dead": 1, "not_proposed": 1, "stage1_rejected": 1, "stage2_rejected": 1, "vetoed": 0,
+                           "other": 1}
     assert sum(r["misses"].values()) == r["missed"]
-    np.testing.assert_array_equal(r["miss_reason"], [-1, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(r["miss_reason"], [-1, 0, 1, 2, 3, 5])
+    # the same asteroid 5, accepted but dropped by the veto, is missed as "vetoed"
+    veto_pass = np.array([1, 1, 1, 1, 1, 0], bool)
+    rv = M.end_to_end(det_x, det_y, det_image, score, truth, n_images=2, dead=dead, proposed=proposed,
+                      stage1_pass=s1, stage2_pass=s2, veto_pass=veto_pass, match_radius=3.0, merge_radius=4.0)
+    assert rv["misses"]["vetoed"] == 1 and rv["misses"]["other"] == 0
+    np.testing.assert_array_equal(rv["miss_reason"], [-1, 0, 1, 2, 3, 4])
     # without merging the detection at (70, 70) survives and finds asteroid 5
     r0 = M.end_to_end(det_x, det_y, det_image, score, truth, n_images=2, dead=dead, proposed=proposed,
                       stage1_pass=s1, stage2_pass=s2, match_radius=3.0, merge_radius=0.0)

@@ -70,6 +70,7 @@ def _check_run(run_dir: Path, report: dict, *, arch1: str, arch2: str | None) ->
 def test_every_model_and_stage(model, stage, tiny_cache, tmp_path):
     report = _train(tmp_path, tiny_cache, f"model={model}", f"stage={stage}", *SMALL[model])
     _check_run(tmp_path / "run", report, arch1=model, arch2=model if stage == "boost" else None)
+    assert load_cascade(tmp_path / "run" / "cascade.pt").postprocess == {"veto": None}  # veto=none, the seed's
     t1 = report["thresholds"]["stage1"]
     if stage == "single":
         assert t1 == 0.5
@@ -106,9 +107,12 @@ def test_gated_single_stage_reaches_its_validation_precision(tiny_cache, tmp_pat
 
     from neocascade.training.artifact import FP32_FAST, load_cascade
 
-    report = _train(tmp_path, tiny_cache, "model=baseline", "stage=gated", "stage.min_precision=0.6", *SMALL["baseline"])
+    report = _train(tmp_path, tiny_cache, "model=baseline", "stage=gated", "stage.min_precision=0.6", "veto=streaks",
+                    "veto.min_points=7", *SMALL["baseline"])
     _check_run(tmp_path / "run", report, arch1="baseline", arch2=None)
     assert report["stage"] == "gated" and report["thresholds"]["stage2"] is None
+    veto = load_cascade(tmp_path / "run" / "cascade.pt").postprocess["veto"]  # detection applies it after the CNN
+    assert veto["_target_"] == "neocascade.detection.streaks.StreakVeto" and veto["min_points"] == 7
     dm = instantiate(OmegaConf.create(report["config"]["data"]))
     stage = load_cascade(tmp_path / "run" / "cascade.pt").stage1
     batches = list(dm.predict_loader("val"))

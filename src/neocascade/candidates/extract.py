@@ -84,8 +84,10 @@ def extract_candidates(
     Notes
     -----
     Steps: :func:`~neocascade.preprocess.filters.mask_invalid` (zeros and non-finite → NaN), the
-    NaN-aware :func:`~neocascade.preprocess.filters.gaussian_filter`, ``selector``, then
-    cutouts of the filtered and the masked raw image with NaN → 0.
+    NaN-aware :func:`~neocascade.preprocess.filters.gaussian_filter`, the local noise, ``selector``,
+    then cutouts of the filtered and the masked raw image with NaN → 0. A selector with
+    ``shares_noise_tiles`` and the same ``noise_box`` (the peaks selector) gets that local noise as
+    ``selector(filtered, noise_tiles=...)`` rather than measuring it again.
     """
     arr = _check_image(image)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
@@ -105,7 +107,9 @@ def _extract(arr: np.ndarray, sigma: float, selector: Selector, size: int, noise
     """Core of :func:`extract_candidates` on a validated float32 image."""
     masked = _mask_invalid(arr, True)
     filtered = _gaussian_filter(masked, sigma, 4.0)
-    picked = selector(filtered)
+    tiles = _tile_noise(filtered, noise_box)
+    shares = getattr(selector, "shares_noise_tiles", False) and getattr(selector, "noise_box", None) == noise_box
+    picked = selector(filtered, noise_tiles=tiles) if shares else selector(filtered)
     if not (isinstance(picked, tuple) and len(picked) == 2):
         raise ValueError(f"selector: must return (rows, cols), got {type(picked).__name__}")
     try:
@@ -115,7 +119,6 @@ def _extract(arr: np.ndarray, sigma: float, selector: Selector, size: int, noise
     cut = np.empty((rows.size, 2, size, size), dtype=np.float32)
     cut[:, 0] = _cutouts(filtered, rows, cols, size, 0.0)
     cut[:, 1] = _cutouts(masked, rows, cols, size, 0.0)
-    tiles = _tile_noise(filtered, noise_box)
     return Candidates(
         rows=rows,
         cols=cols,

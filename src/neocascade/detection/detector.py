@@ -14,9 +14,11 @@ import numpy as np
 
 from neocascade.candidates.extract import extract_candidates
 from neocascade.data.transforms import NORMALIZATIONS, assemble_inputs, channel_indices
+from neocascade.errors import InputError
 from neocascade.evaluation.metrics import merge_detections
 
 DETECTION_KEYS = ("rows", "cols", "x", "y", "p1", "p2", "peak", "snr")
+ARTIFACT = "artifact"  # detect_image(veto=ARTIFACT): the veto stored in the cascade artifact
 ZTF_STAMP_SIZE = 63  # ZTF alert cutouts are 63x63 px centred on the alert, cut short at the CCD edge
 
 
@@ -82,6 +84,7 @@ def detect_image(
     merge_radius: float = 5.0,
     batch_size: int = 1024,
     spec: InputSpec | None = None,
+    veto: Any = ARTIFACT,
 ) -> dict[str, np.ndarray]:
     """Find asteroids in one difference image with a cascade.
 
@@ -100,6 +103,10 @@ def detect_image(
         Candidates scored per forward pass.
     spec : InputSpec, optional
         :func:`input_spec` of ``cascade``, to avoid rebuilding it for every image.
+    veto : callable, None or ``"artifact"``
+        ``veto(x, y) -> keep`` (bool) applied to the accepted candidates before merging, e.g.
+        :class:`~neocascade.detection.streaks.StreakVeto`; None applies none; ``"artifact"`` (default)
+        the one stored in the cascade (:func:`cascade_veto`).
 
     Returns
     -------
@@ -120,11 +127,67 @@ def detect_image(
     x = _assemble(cand, spec)
     p1, p2 = score_inputs(x, cascade, batch_size=batch_size)
     accepted = np.flatnonzero(np.asarray(cascade.accept(p1, p2), dtype=bool))
+    veto = cascade_veto(cascade) if isinstance(veto, str) and veto == ARTIFACT else veto
+    if veto is not None and accepted.size:
+        accepted = accepted[_keep(veto, cand.cols[accepted], cand.rows[accepted])]
     rows = np.asarray(cand.rows, dtype=np.int64)[accepted]
     cols = np.asarray(cand.cols, dtype=np.int64)[accepted]
     score = np.where(np.isfinite(p2[accepted]), p2[accepted], p1[accepted])
     keep = accepted[merge_detections(cols.astype(np.float64), rows.astype(np.float64), score, radius=merge_radius)]
     return _detections(cand, keep, p1, p2)
+
+
+def build_veto(config: Any, *, name: str = "veto") -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The veto a ``conf/veto`` config describes: None for none (no config, or ``_target_: null``).
+
+    Raises
+    ------
+    InputError
+        One line naming ``name``: not a mapping, or a target that cannot be built.
+    """
+    if config is None or callable(config):
+        return config
+    if not isinstance(config, Mapping):
+        raise InputError(f"{name}: expected a config with '_target_', got {config!r}")
+    if config.get("_target_") is None:
+        return None
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(dict(config))
+    except (InstantiationException, ImportError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{name}: cannot build {config.get('_target_')!r} ({first})") from None
+
+
+def cascade_veto(cascade: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The veto stored in a cascade artifact (``postprocess.veto``), or None."""
+    config = (getattr(cascade, "postprocess", None) or {}).get("veto")
+    return build_veto(config, name="cascade.postprocess.veto")
+
+
+def apply_veto(
+    veto: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, x: np.ndarray, y: np.ndarray, image: np.ndarray
+) -> np.ndarray:
+    """(D,) bool keep-mask of detections at ``x, y`` after ``veto``, run on each image key's detections alone."""
+    keep = np.ones(np.asarray(x).shape, dtype=bool)
+    if veto is None or keep.size == 0:
+        return keep
+    image = np.asarray(image)
+    order = np.argsort(image, kind="stable")
+    starts = np.flatnonzero(np.r_[True, image[order][1:] != image[order][:-1]])
+    for members in np.split(order, starts[1:]):
+        keep[members] = _keep(veto, np.asarray(x)[members], np.asarray(y)[members])
+    return keep
+
+
+def _keep(veto: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A veto's keep-mask, checked to be one bool per detection."""
+    keep = np.asarray(veto(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)))
+    if keep.shape != np.shape(x) or keep.dtype != bool:
+        raise ValueError(f"veto: must return one bool per detection, got {keep.dtype} of shape {keep.shape}")
+    return keep
 
 
 def score_inputs(x: np.ndarray, cascade: Any, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from neocascade.candidates.labels import segment_distance
 
 CLASS_NAMES = ("negative", "positive")
-MISS_REASONS = ("dead", "not_proposed", "stage1_rejected", "stage2_rejected", "other")
+MISS_REASONS = ("dead", "not_proposed", "stage1_rejected", "stage2_rejected", "vetoed", "other")
 
 
 # ----------------------------------------------------------------------------- candidate level
@@ -298,23 +298,27 @@ def miss_reasons(
     proposed: np.ndarray,
     stage1_pass: np.ndarray,
     stage2_pass: np.ndarray,
+    veto_pass: np.ndarray | None = None,
 ) -> np.ndarray:
     """Why each asteroid was missed, as an index into :data:`MISS_REASONS` (-1 = found).
 
     The first reason that applies wins, in pipeline order: ``dead`` (centre pixel masked),
     ``not_proposed`` (no candidate of the selector matches it), ``stage1_rejected``,
-    ``stage2_rejected`` (its matched candidate was rejected by that stage), ``other`` (its
-    candidate was accepted, yet no final detection lies within the match radius, e.g. merged
-    into a brighter neighbour's detection or accepted off the trail).
+    ``stage2_rejected`` (its matched candidate was rejected by that stage), ``vetoed`` (accepted,
+    then dropped by the veto after the classifier; ``veto_pass`` None: no veto), ``other`` (its
+    candidate was kept, yet no final detection lies within the match radius, e.g. merged into a
+    brighter neighbour's detection or accepted off the trail).
     """
     f = _binary(found, "found")
-    flags = [_binary(v, k) for k, v in
-             (("dead", dead), ("proposed", proposed), ("stage1_pass", stage1_pass), ("stage2_pass", stage2_pass))]
-    for name, v in zip(("dead", "proposed", "stage1_pass", "stage2_pass"), flags):
+    veto_pass = np.ones(f.shape, dtype=bool) if veto_pass is None else veto_pass
+    named = (("dead", dead), ("proposed", proposed), ("stage1_pass", stage1_pass), ("stage2_pass", stage2_pass),
+             ("veto_pass", veto_pass))
+    flags = [_binary(v, k) for k, v in named]
+    for (name, _), v in zip(named, flags):
         if v.shape != f.shape:
             raise ValueError(f"{name}: expected shape {f.shape}, got {v.shape}")
-    d, p, s1, s2 = flags
-    reasons = np.select([f, d, ~p, ~s1, ~s2], [-1, 0, 1, 2, 3], default=4)
+    d, p, s1, s2, kept = flags
+    reasons = np.select([f, d, ~p, ~s1, ~s2, ~kept], [-1, 0, 1, 2, 3, 4], default=5)
     return reasons.astype(np.int64)
 
 
@@ -330,6 +334,7 @@ def end_to_end(
     proposed: np.ndarray,
     stage1_pass: np.ndarray,
     stage2_pass: np.ndarray,
+    veto_pass: np.ndarray | None = None,
     match_radius: float = 3.0,
     merge_radius: float = 0.0,
 ) -> dict:
@@ -347,6 +352,9 @@ def end_to_end(
     dead, proposed, stage1_pass, stage2_pass : (M,) bool arrays
         Per asteroid: centre masked; some candidate matches it; its matched candidate passed
         stage 1; and stage 2.
+    veto_pass : (M,) bool array, optional
+        Its accepted candidate survived the veto (the detections given are the survivors); None:
+        no veto.
     match_radius, merge_radius : float
         Px from a trail segment for a match; px within which detections merge (0 = no merging).
 
@@ -371,7 +379,8 @@ def end_to_end(
     found, det_matched, det_truth, n_dup = match_detections(
         np.column_stack([x[kept], y[kept]]), g[kept], t, radius=match_radius
     )
-    reasons = miss_reasons(found, dead=dead, proposed=proposed, stage1_pass=stage1_pass, stage2_pass=stage2_pass)
+    reasons = miss_reasons(found, dead=dead, proposed=proposed, stage1_pass=stage1_pass, stage2_pass=stage2_pass,
+                           veto_pass=veto_pass)
     n_truth, n_found, n_det = t.shape[0], int(found.sum()), int(kept.size)
     n_false = int((~det_matched).sum())
     visible = int((~_binary(dead, "dead")).sum())

@@ -58,7 +58,8 @@ def plan(cfg: DictConfig, *, python: str | None = None) -> list[P.Step]:
         # stage's behind the gate (stage=gated)
         target = float(cfg.target_precision)
         point = [f"stage.min_precision={target}"] if "stage=gated" in spec.overrides else [f"stage.second_precision={target}"]
-        train = [py, "train.py", *list(spec.overrides), *shared, f"trainer.max_epochs={int(cfg.epochs)}", *point,
+        epochs = int(spec.get("epochs") or cfg.epochs)  # a step may train longer than the others
+        train = [py, "train.py", *list(spec.overrides), *shared, f"trainer.max_epochs={epochs}", *point,
                  f"hydra.run.dir={folder}", *list(cfg.train_overrides)]
         step.commands.append(P.Command("train", train, artifact, folder / "train.log"))
         for label, data in (("evaluate", None), ("transfer", str(cfg.transfer))):

@@ -25,7 +25,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from neocascade.detection.catalogue import CatalogueWriter, catalogue_rows, open_catalogue
-from neocascade.detection.detector import InputSpec, detect_image, input_spec, score_stamps, stamp_centre
+from neocascade.detection.detector import (
+    InputSpec, build_veto, cascade_veto, detect_image, input_spec, score_stamps, stamp_centre,
+)
 from neocascade.detection.inputs import AlertUnit, ImageUnit, expand_inputs, iter_units
 from neocascade.errors import InputError, input_error
 from neocascade.pipelines.common import report_input_errors
@@ -97,13 +99,14 @@ def detect(cfg: DictConfig) -> int:
     for path in (catalogue_path, summary_path):
         check_writable(path, overwrite=overwrite)
     cascade, spec = load_artifact(cfg)
+    veto = build_veto(cfg.veto, name="veto") if cfg.get("veto") is not None else cascade_veto(cascade)
     if cfg.get("input") in (None, ""):
         raise input_error("input", "required: a file, folder or glob (or a list of them)")
     raw_inputs = cfg.input if isinstance(cfg.input, str) else list(OmegaConf.to_container(cfg.input))
     files = expand_inputs(raw_inputs)
     state = _RunState(
         cascade=cascade, spec=spec, out=out, overwrite=overwrite, batch_size=batch_size, merge_radius=merge_radius,
-        max_overlays=max_overlays,
+        max_overlays=max_overlays, veto=veto,
         read_options={"allow_pickle": bool(cfg.get("allow_pickle", False)), "mask_hdu": cfg.get("mask_hdu"),
                       "bad_value": cfg.get("bad_value")},
     )
@@ -117,6 +120,7 @@ def detect(cfg: DictConfig) -> int:
         "artifact": str(cascade.path),
         "catalogue": str(catalogue_path),
         "rows": n_rows,
+        "veto": repr(veto) if veto is not None else None,
         **state.counts,
         "failed": failed,
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -141,6 +145,7 @@ class _RunState:
     merge_radius: float
     max_overlays: int
     read_options: dict
+    veto: Any = None
     counts: dict = field(default_factory=lambda: dict.fromkeys(("files", "images", "alerts", "detections", "overlays"), 0))
     seen_candids: set = field(default_factory=set)
 
@@ -171,7 +176,7 @@ def _process_unit(unit: ImageUnit | AlertUnit, state: _RunState, writer: Catalog
         writer.write(_alert_rows(unit, state.cascade, state.spec, state.batch_size))
         state.counts["alerts"] += 1
         return
-    rows = _image_rows(unit, state.cascade, state.spec, state.batch_size, state.merge_radius)
+    rows = _image_rows(unit, state)
     writer.write(rows)
     state.counts["images"] += 1
     state.counts["detections"] += len(rows["x"])
@@ -195,9 +200,10 @@ def _options(cfg: DictConfig) -> tuple[int, float, int]:
     return batch_size, float(merge_radius), max_overlays
 
 
-def _image_rows(unit: ImageUnit, cascade: Any, spec: InputSpec, batch_size: int, merge_radius: float) -> dict:
+def _image_rows(unit: ImageUnit, state: _RunState) -> dict:
     """Catalogue columns of one image's detections."""
-    det = detect_image(unit.pixels, cascade, merge_radius=merge_radius, batch_size=batch_size, spec=spec)
+    det = detect_image(unit.pixels, state.cascade, merge_radius=state.merge_radius, batch_size=state.batch_size,
+                       spec=state.spec, veto=state.veto)
     return catalogue_rows(det, file=str(unit.file), image=unit.image, wcs=unit.wcs)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from neocascade.detection.detector import apply_veto, build_veto, cascade_veto
 from neocascade.errors import input_error
 from neocascade.evaluation import figures as F
 from neocascade.evaluation.completeness import binned_completeness, fit_logistic, magnitude_bins
@@ -88,7 +89,8 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     t2_target = _threshold_for_precision(val.p2, val.labels, target)
     points = {"target": t2_target, "artifact": t2_artifact, "half": 0.5}
     results = _candidate_results(val, test, t1=t1, points=points, op_name=op_name, target=target)
-    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg) for k, t2 in points.items()}
+    veto = build_veto(cfg.veto, name="veto") if cfg.get("veto") is not None else cascade_veto(cascade)
+    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto) for k, t2 in points.items()}
     primary = e2e[op_name]
     metrics = results.pop("metrics")
     for key, r in e2e.items():
@@ -128,6 +130,8 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
             ("test candidates", f"{counts['test_candidates']} ({counts['test_positive']} positive)"),
             ("test images / asteroids", f"{counts['test_images']} / {counts['test_asteroids']}"),
             ("match radius / merge radius", f"{cfg.eval.match_radius} px / {cfg.eval.merge_radius} px"),
+            ("veto after the classifier", f"{veto!r} ({'this run' if cfg.get('veto') is not None else 'the artifact'}), "
+                                          f"{primary['vetoed']} accepted candidates dropped" if veto is not None else "none"),
             ("plain test/* metrics use", f"the {op_name} operating point"),
         ],
         "operating_point": results["operating_point"],
@@ -282,27 +286,34 @@ def _image_keys(test: Scored) -> tuple[np.ndarray, np.ndarray, int]:
     return det_key, truth_key, sum(per_file.values())
 
 
-def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig) -> dict:
-    """Asteroid-level results of the test files at thresholds (t1, t2)."""
+def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: Any = None) -> dict:
+    """Asteroid-level results of the test files at thresholds (t1, t2), after ``veto`` (None: none)."""
     cs = test.cs
     pass1 = _at(test.p1, t1)
-    accepted = pass1 & _at(test.p2, t2)
+    classified = pass1 & _at(test.p2, t2)
     det_key, truth_key, n_images = _image_keys(test)
+    accepted = classified.copy()
+    accepted[classified] = apply_veto(veto, cs.x[classified], cs.y[classified], det_key[classified])
     n_truth = len(cs.truth)
     stage1_pass = np.zeros(n_truth, dtype=bool)
     stage2_pass = np.zeros(n_truth, dtype=bool)
+    veto_pass = np.zeros(n_truth, dtype=bool)
     matched = cs.truth_index >= 0
     stage1_pass[cs.truth_index[matched & pass1]] = True
-    stage2_pass[cs.truth_index[matched & accepted]] = True
+    stage2_pass[cs.truth_index[matched & classified]] = True
+    veto_pass[cs.truth_index[matched & accepted]] = True
+    veto_pass |= ~stage2_pass  # only an accepted asteroid can be vetoed
     truth = cs.truth.copy()
     truth[:, 0] = truth_key
     score = np.where(np.isfinite(test.p2), test.p2, test.p1)[accepted]
     result = end_to_end(
         cs.x[accepted].astype(np.float64), cs.y[accepted].astype(np.float64), det_key[accepted], score, truth,
         n_images=max(n_images, 1), dead=cs.truth_dead, proposed=cs.truth_proposed, stage1_pass=stage1_pass,
-        stage2_pass=stage2_pass, match_radius=float(cfg.eval.match_radius), merge_radius=float(cfg.eval.merge_radius),
+        stage2_pass=stage2_pass, veto_pass=veto_pass, match_radius=float(cfg.eval.match_radius),
+        merge_radius=float(cfg.eval.merge_radius),
     )
     result["accepted_index"] = np.flatnonzero(accepted)
+    result["vetoed"] = int(classified.sum() - accepted.sum())
     return result
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from neocascade.errors import input_error
 from neocascade.pipelines.common import JobInfo, is_rank_zero, job_info, report_input_errors, save_config
+from neocascade.detection.detector import build_veto
 from neocascade.training.artifact import FP32_FAST, InferenceOptions, StageModel, load_cascade, save_cascade, stage_record
 from neocascade.training.callbacks import MARKER_KEY, StageMarker
 from neocascade.training.cascade import candidate_ids, decision_report, score_loader, split_counts, stage2_keep
@@ -83,6 +84,7 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     log_config(cfg)
     save_config(cfg, job.run_dir)
     _check_stage(cfg.stage)
+    _postprocess(cfg)  # a veto that cannot be built fails now, not after training
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = instantiate(cfg.data)
     dm.prepare_data()
@@ -117,6 +119,14 @@ def _check_stage(stage: DictConfig) -> None:
     if stage.get("cascade") and stage.get("second_precision") is not None:
         if not 0.0 < float(stage.second_precision) <= 1.0:
             raise input_error("stage.second_precision", "must lie in (0, 1]", found=stage.second_precision)
+
+
+def _postprocess(cfg: DictConfig) -> dict:
+    """What detection does after the classifier, stored in the artifact: ``{"veto": config or None}`` (checked)."""
+    node = cfg.get("veto")
+    config = None if node is None or node.get("_target_") is None else OmegaConf.to_container(node, resolve=True)
+    build_veto(config, name="veto")
+    return {"veto": config}
 
 
 def _build_logger(cfg: DictConfig, job: JobInfo) -> Any:
@@ -172,6 +182,7 @@ def _boost(ctx: Context, stage1: StageModel, p1_val: np.ndarray, label_val: np.n
             input_spec=dm.input_spec,
             config=OmegaConf.to_container(cfg, resolve=True),
             metrics={},
+            postprocess=_postprocess(cfg),
             overwrite=True,
         )
     # only stage 1's decisions matter here: bf16 with the fp32 recheck near its threshold gives fp32's
@@ -391,6 +402,7 @@ def _evaluate_and_save(ctx: Context, stage1: StageModel, stage2: StageModel | No
             input_spec=dm.input_spec,
             config=report["config"],
             metrics={k: v for k, v in report.items() if k not in ("config", "false_positives", "false_negatives")},
+            postprocess=_postprocess(cfg),
             overwrite=bool(cfg.get("overwrite", False)),
         )
         save_json(ctx.run_dir / METRICS_FILE, report, overwrite=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+import torch
 
 from neocascade.preprocess.filters import _check_image
 
@@ -86,18 +89,39 @@ def _local_noise_map(arr: np.ndarray, box: int) -> np.ndarray:
     return np.repeat(np.repeat(grid, box, axis=0)[:height], box, axis=1)[:, :width]
 
 
-def _tile_noise(arr: np.ndarray, box: int) -> np.ndarray:
-    """Scaled MAD of each box × box tile of a float32 image, as a float32 (ceil(H/box), ceil(W/box)) grid."""
+def _tile_noise(arr: np.ndarray, box: int, workers: int | None = None) -> np.ndarray:
+    """Scaled MAD of each box × box tile of a float32 image, as a float32 (ceil(H/box), ceil(W/box)) grid.
+
+    Rows of tiles are independent: they are shared out to ``workers`` threads (default: torch's
+    thread count, as the Gaussian filter), numpy releasing the GIL inside each sort.
+    """
     height, width = arr.shape
     n_y, n_x = -(-height // box), -(-width // box)
-    padded = np.full((n_y * box, n_x * box), np.nan, dtype=np.float32)
-    padded[:height, :width] = np.where(np.isfinite(arr), arr, np.nan)
-    tiles = padded.reshape(n_y, box, n_x, box).transpose(0, 2, 1, 3).reshape(n_y * n_x, box * box)
-    count = np.count_nonzero(~np.isnan(tiles), axis=1)
-    median = _sorted_median(np.sort(tiles, axis=1), count)
-    deviation = np.abs(tiles - median[:, None].astype(np.float32))
-    noise = (MAD_TO_SIGMA * _sorted_median(np.sort(deviation, axis=1), count)).astype(np.float32)
-    return noise.reshape(n_y, n_x)
+    out = np.empty((n_y, n_x), dtype=np.float32)
+    n_workers = min(n_y, workers if workers is not None else max(1, torch.get_num_threads()))
+    if n_workers <= 1:
+        _tile_rows(arr, box, range(n_y), out)
+        return out
+    with ThreadPoolExecutor(n_workers) as pool:
+        list(pool.map(lambda i: _tile_rows(arr, box, range(i, n_y, n_workers), out), range(n_workers)))
+    return out
+
+
+def _tile_rows(arr: np.ndarray, box: int, tile_rows: range, out: np.ndarray) -> None:
+    """Fill ``out[y]`` with the scaled MAD of each tile in tile-row ``y``, for ``y`` in ``tile_rows``."""
+    width = arr.shape[1]
+    n_x = out.shape[1]
+    padded = np.empty((box, n_x * box), dtype=np.float32)
+    for y in tile_rows:
+        block = arr[y * box:(y + 1) * box]
+        padded.fill(np.nan)
+        np.copyto(padded[: block.shape[0], :width], block)
+        padded[~np.isfinite(padded)] = np.nan  # +-inf are masked like NaN
+        tiles = padded.reshape(box, n_x, box).transpose(1, 0, 2).reshape(n_x, box * box)
+        count = np.count_nonzero(~np.isnan(tiles), axis=1)
+        median = _sorted_median(np.sort(tiles, axis=1), count)
+        deviation = np.abs(tiles - median[:, None].astype(np.float32))
+        out[y] = MAD_TO_SIGMA * _sorted_median(np.sort(deviation, axis=1), count)
 
 
 def _sorted_median(rows: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -128,6 +128,7 @@ def save_cascade(
     input_spec: Mapping[str, Any],
     config: Mapping[str, Any],
     metrics: Mapping[str, Any],
+    postprocess: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a cascade artifact atomically.
@@ -145,6 +146,9 @@ def save_cascade(
         exactly as the data module reports it.
     config, metrics : dict
         The resolved run config and its report metrics (plain containers).
+    postprocess : dict, optional
+        What detection does after the classifier: ``{"veto": <config with _target_, or None>}``
+        (``conf/veto``); read back as :attr:`Cascade.postprocess`.
     overwrite : bool
         Replace an existing file.
 
@@ -161,6 +165,7 @@ def save_cascade(
         "input_spec": _plain(input_spec),
         "config": _plain(config),
         "metrics": _plain(metrics),
+        "postprocess": _plain(dict(postprocess or {})),
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
@@ -290,6 +295,9 @@ class Cascade:
         The training run's resolved config and report metrics.
     provenance : dict
         What :func:`export_cascade` recorded for a shipped cascade (empty for a training run's).
+    postprocess : dict
+        After the classifier: ``veto``, a ``conf/veto`` config (None or absent: no veto; artifacts
+        written before the veto existed have none).
     path : Path or None
         The file it came from.
     inference : InferenceOptions
@@ -304,6 +312,7 @@ class Cascade:
     path: Path | None = None
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     provenance: dict = field(default_factory=dict)
+    postprocess: dict = field(default_factory=dict)
 
     @property
     def preprocess(self) -> dict:
@@ -461,6 +470,7 @@ def load_cascade(
         metrics=dict(payload.get("metrics") or {}),
         path=path,
         provenance=dict(payload.get("provenance") or {}),
+        postprocess=dict(payload.get("postprocess") or {}),
     )
 
 
