@@ -1,6 +1,6 @@
 """End-to-end detection speed on full 3080×3072 quadrants, per step and per inference variant, on 1 and 2 cores.
 
-    python benchmarks/bench_e2e.py [--images 3] [--repeats 3] [--cores 1 2] [--artifact PATH]
+    python benchmarks/bench_e2e.py [--images 3] [--repeats 3] [--cores 1 2] [--artifact PATH|packaged]
 
 The product path is timed: read a canonical npz quadrant → ``detect_image`` (mask, filter, select,
 cutouts, assemble, stage 1, stage 2, accept, merge) → ``catalogue_rows``. Beside it each step is
@@ -11,8 +11,8 @@ subprocess, pinned with ``taskset`` to that many CPUs when available, with ``tor
 (the filter follows it). Figures are medians over ``--repeats`` passes over ``--images`` quadrants
 after one warm-up. Writes ``outputs/bench/e2e.json``.
 
-The cascade is the newest ``outputs/train/*/cascade.pt`` whose both stages are FinalNet (the seed's
-final cascade); without one, a fresh-initialised FinalNet cascade is written to a temporary folder:
+The cascade is ``--artifact`` (``packaged``: the one shipped in the package, neocascade), else the
+newest ``outputs/train/*/cascade.pt`` whose both stages are FinalNet (the seed's final cascade); without one, a fresh-initialised FinalNet cascade is written to a temporary folder:
 the timing of a fixed architecture does not depend on its weights (only stage 2's share does, through
 how many candidates stage 1 passes; with random weights the threshold is set to pass ~2 %).
 """
@@ -351,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2, help="quadrants per pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--artifact", type=Path, default=None)
+    parser.add_argument("--artifact", default=None,
+                        help="a cascade.pt, or 'packaged' for the cascade shipped in the package (default: the seed's)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs/bench/e2e.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -369,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_e2e_") as tmp:
         tmp = Path(tmp)
-        artifact = args.artifact or find_artifact()
+        if args.artifact == "packaged":
+            from neocascade.training.artifact import PACKAGED
+
+            args.artifact = PACKAGED
+        artifact = Path(args.artifact) if args.artifact else find_artifact()
         weights = "trained" if artifact is not None else "fresh-initialised (timing only)"
         if artifact is None:
             artifact = fresh_artifact(tmp)

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark, then merge them into outputs/bench/bench.json and docs/benchmarks.md.
 
-    python benchmarks/run_all.py [--only e2e selectors] [--report-only]
+    python benchmarks/run_all.py [--only e2e e2e_neocascade selectors] [--report-only]
 
 Each script writes ``outputs/bench/<name>.json``; the repeats below keep the whole run near 15 min on
 2 cores of an idle machine. ``benchmarks/report.py`` then merges the JSONs (keys named after the steps,
@@ -16,13 +16,15 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# script -> arguments for `make bench` (fewer repeats than each script's own default)
+# part -> (benchmarks/bench_<script>.py, its arguments for `make bench`: fewer repeats than the script's default)
 SCRIPTS = {
-    "e2e": ["--images", "2", "--repeats", "3"],
-    "selectors": ["--images", "3", "--repeats", "3"],
-    "candidates": ["--repeats", "5"],
-    "simulator": ["--runs", "5", "--out", str(HERE.parent / "outputs/bench/simulator.json")],
-    "training": ["--runs", "2", "--rf-samples", "10000"],
+    "e2e": ("e2e", ["--images", "2", "--repeats", "3"]),  # the seed's final cascade
+    "e2e_neocascade": ("e2e", ["--images", "2", "--repeats", "3", "--artifact", "packaged", "--no-compile",
+                               "--out", str(HERE.parent / "outputs/bench/e2e_neocascade.json")]),
+    "selectors": ("selectors", ["--images", "3", "--repeats", "3"]),
+    "candidates": ("candidates", ["--repeats", "5"]),
+    "simulator": ("simulator", ["--runs", "5", "--out", str(HERE.parent / "outputs/bench/simulator.json")]),
+    "training": ("training", ["--runs", "2", "--rf-samples", "10000"]),
 }
 
 
@@ -33,14 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     failed = []
     if not args.report_only:
-        extra = sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py") if p.stem[len("bench_"):] not in SCRIPTS)
+        scripted = {stem for stem, _ in SCRIPTS.values()}
+        extra = sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py") if p.stem[len("bench_"):] not in scripted)
         for name in (args.only or [*SCRIPTS, *extra]):
-            script = HERE / f"bench_{name}.py"
-            print(f"==> {script.name}", flush=True)
+            stem, extra_args = SCRIPTS.get(name, (name, []))
+            script = HERE / f"bench_{stem}.py"
+            print(f"==> {name}: {script.name} {' '.join(extra_args)}", flush=True)
             start = time.perf_counter()
-            if subprocess.run([sys.executable, str(script), *SCRIPTS.get(name, [])], check=False).returncode != 0:
-                failed.append(script.name)
-            print(f"    {script.name}: {time.perf_counter() - start:.0f} s", flush=True)
+            if subprocess.run([sys.executable, str(script), *extra_args], check=False).returncode != 0:
+                failed.append(name)
+            print(f"    {name}: {time.perf_counter() - start:.0f} s", flush=True)
     if subprocess.run([sys.executable, str(HERE / "report.py")], check=False).returncode != 0:
         failed.append("report.py")
     if failed:

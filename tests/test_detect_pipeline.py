@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = {"sigma": 1.0, "selector": SELECTOR, "cutout_size": 21, "channels": ["filtered"], "normalize": "none"}
 
 
-def tiny_artifact(path: Path, *, threshold: float, logit: float = 0.0) -> Path:
+def tiny_artifact(path: Path, *, threshold: float, logit: float = 0.0, veto: dict | None = None) -> Path:
     """A real cascade artifact from an untrained, zeroed BaselineNet: every cutout gets P = sigmoid(logit)."""
     import torch
 
@@ -34,7 +34,8 @@ def tiny_artifact(path: Path, *, threshold: float, logit: float = 0.0) -> Path:
         last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         last.bias.copy_(torch.tensor([0.0, logit]))
     record = stage_record(model, threshold)
-    return save_cascade(path, stage1=record, stage2=record, input_spec=SPEC, config={}, metrics={})
+    return save_cascade(path, stage1=record, stage2=record, input_spec=SPEC, config={}, metrics={},
+                        postprocess={"veto": veto})
 
 
 def config(tmp_path: Path, *overrides: str):
@@ -204,9 +205,24 @@ def test_the_shipped_cascade_is_the_default(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2 and len(err) == 1
     assert err[0].startswith("error: artifact: none given and no cascade is shipped in this package yet")
     ship([f"artifact={tiny_artifact(tmp_path / 'run' / 'cascade.pt', threshold=0.4)}", f"out={packaged}"])
+    assert json.loads(packaged.with_suffix(".json").read_text())["veto"] is None  # the provenance names the veto
     assert detect(config(tmp_path, f"input={data}", f"out={tmp_path / 'a'}", "merge_radius=0")) == 0
     assert len(rows_of(tmp_path / "a")) == 4
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["artifact"] == str(packaged)
+
+
+def test_the_artifacts_veto_applies_unless_overridden(tmp_path):
+    """A veto stored in the artifact drops detections by default; veto=none on the command line keeps them."""
+    every_line = {"_target_": "neocascade.detection.streaks.StreakVeto", "min_points": 3, "tolerance": 1000.0,
+                  "min_span": 0.0}  # any 3 detections of an image are "a streak"
+    artifact = tiny_artifact(tmp_path / "cascade.pt", threshold=0.4, veto=every_line)
+    data = write_npz(tmp_path / "images_0.npz", blob_image(shape=(32, 32), sources=((8, 8),))[None])
+    assert detect(config(tmp_path, f"input={data}", f"artifact={artifact}", f"out={tmp_path / 'a'}", "merge_radius=0")) == 0
+    assert rows_of(tmp_path / "a") == []
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["veto"].startswith("StreakVeto(min_points=3")
+    assert detect(config(tmp_path, f"input={data}", f"artifact={artifact}", f"out={tmp_path / 'b'}", "merge_radius=0",
+                         "veto=none")) == 0
+    assert len(rows_of(tmp_path / "b")) == 4
 
 
 def test_wrong_architecture_is_fatal(tmp_path, capsys):

@@ -3,7 +3,8 @@
 Usage: ``python -m neocascade.pipelines.ship artifact=RUN/cascade.pt [out=PATH] [overwrite=true]``.
 The CNN weights are stored in float16 (:func:`~neocascade.training.artifact.export_cascade`), at most
 ``MAX_MB``; the provenance (source file and its SHA-256, training config, data preset, the run's evaluation
-figures on every preset it was measured on, commit, date) goes into the artifact and into a JSON file beside it.
+figures on every preset it was measured on, the veto after the classifier, commit, date) goes into the
+artifact and into a JSON file beside it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def provenance(artifact: Path) -> dict[str, Any]:
         "train_overrides": cascade.metrics.get("overrides"),
         "stages": [cascade.stage1_arch, cascade.stage2_arch],
         "thresholds": [cascade.threshold1, cascade.threshold2],
+        "veto": (cascade.postprocess or {}).get("veto"),
         "data": (config.get("data") or {}).get("name"),
         "images_per_file": ((config.get("data") or {}).get("source") or {}).get("images_per_file"),
         "training_metrics": {k: v for k, v in (cascade.metrics.get("metrics") or {}).items() if k.startswith("test/")},
