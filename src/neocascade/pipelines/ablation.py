@@ -144,10 +144,12 @@ def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
              f"kept unchanged for the test files of `{cfg.data}` and of `{cfg.transfer}` (never tuned on). "
              "Asteroid level, end to end: completeness, purity, m50 (mag). Speed: full quadrants per second, "
              f"{cfg.speed.threads} threads. Training: wall minutes of train.py (every stage, scoring and a first build of the step's cutout cache "
-             "included).", "",
-             f"| step | change | completeness | purity | m50 | {cfg.transfer} completeness | {cfg.transfer} purity | "
-             f"{cfg.transfer} m50 | quadrants/s | training (min) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "included). Validation: positives of the validation file accepted at the operating point, out of "
+             "those the step's selector and label rule give (it compares steps whose selectors propose different "
+             "candidates; the seed's 1-px centre rule counts positives differently).", "",
+             f"| step | change | validation positives found | completeness | purity | m50 | {cfg.transfer} completeness | "
+             f"{cfg.transfer} purity | {cfg.transfer} m50 | quadrants/s | training (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     records = found.get("_steps") or {}
     for spec in cfg.steps:
         res = found.get(str(spec.name)) or {}
@@ -156,11 +158,25 @@ def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
         train_s = train_rec.get("wall_s") if train_rec.get("status") == "done" else None
         qps = (res.get("speed") or {}).get("quadrants_per_s")
         lines.append(
-            f"| {spec.name} | {spec.get('what', '')} | {P._fmt(P._e2e(paper_res, 'completeness'))} | "
+            f"| {spec.name} | {spec.get('what', '')} | {_val_found(paper_res['eval'])} | "
+            f"{P._fmt(P._e2e(paper_res, 'completeness'))} | "
             f"{P._fmt(P._e2e(paper_res, 'purity'))} | {_m50(paper_res['eval'])} | "
             f"{P._fmt(P._e2e(shifted_res, 'completeness'))} | {P._fmt(P._e2e(shifted_res, 'purity'))} | "
             f"{_m50(shifted_res['eval'])} | {P._fmt(qps, 2)} | {P._fmt(None if train_s is None else train_s / 60, 1)} |")
+    if cfg.get("recommended"):
+        lines += ["", f"`experiment=neocascade` is step `{cfg.recommended}`: most validation positives found at the "
+                  "operating point (chosen on the validation file, never on test; a tie goes to the later step). "
+                  "Its cascade is shipped in the package."]
     return "\n".join(lines) + "\n"
+
+
+def _val_found(ev: Mapping[str, Any]) -> str:
+    """Validation positives accepted at the artifact's operating point, as 'found / positives'."""
+    recall = (ev.get("operating_point") or {}).get("val_recall_artifact")
+    positives = (ev.get("counts") or {}).get("val_positive")
+    if recall is None or positives is None:
+        return "—"
+    return f"{round(recall * positives)} / {positives}"
 
 
 def write_results(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> Path | None:
