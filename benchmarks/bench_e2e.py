@@ -12,7 +12,8 @@ subprocess, pinned with ``taskset`` to that many CPUs when available, with ``tor
 after one warm-up. Writes ``outputs/bench/e2e.json``.
 
 The cascade is ``--artifact`` (``packaged``: the one shipped in the package, neocascade), else the
-newest ``outputs/train/*/cascade.pt`` whose both stages are FinalNet (the seed's final cascade); without one, a fresh-initialised FinalNet cascade is written to a temporary folder:
+newest ``outputs/**/cascade.pt`` whose both stages are FinalNet behind the footprint selector (the seed's
+final cascade); without one, a fresh-initialised FinalNet cascade is written to a temporary folder:
 the timing of a fixed architecture does not depend on its weights (only stage 2's share does, through
 how many candidates stage 1 passes; with random weights the threshold is set to pass ~2 %).
 """
@@ -55,7 +56,7 @@ STAGE_ONLY = {  # stage-1 inference alone on one quadrant's candidates: batch si
 
 # ----------------------------------------------------------------------------- set-up (parent)
 def find_artifact() -> Path | None:
-    """Newest training run's cascade.pt with FinalNet in both stages, or None."""
+    """Newest run's cascade.pt that is the seed's final cascade (FinalNet twice behind the footprint), or None."""
     from neocascade.training.artifact import load_cascade
 
     for path in sorted(ROOT.glob("outputs/**/cascade.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
@@ -63,7 +64,9 @@ def find_artifact() -> Path | None:
             cascade = load_cascade(path)
         except ValueError:
             continue
-        if cascade.stage1_arch == "final" and cascade.stage2_arch == "final" and cascade.cutout_size == 21:
+        selector = str((cascade.input_spec.get("selector") or {}).get("_target_", ""))
+        if cascade.stage1_arch == "final" and cascade.stage2_arch == "final" and cascade.cutout_size == 21 \
+                and selector.endswith("FootprintSelector"):
             return path
     return None
 
