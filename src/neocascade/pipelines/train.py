@@ -21,9 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from neocascade.detection.detector import build_veto
 from neocascade.errors import input_error
 from neocascade.pipelines.common import JobInfo, is_rank_zero, job_info, report_input_errors, save_config
-from neocascade.detection.detector import build_veto
 from neocascade.training.artifact import FP32_FAST, InferenceOptions, StageModel, load_cascade, save_cascade, stage_record
 from neocascade.training.callbacks import MARKER_KEY, StageMarker
 from neocascade.training.cascade import candidate_ids, decision_report, score_loader, split_counts, stage2_keep
