@@ -24,10 +24,13 @@ def test_plan_trains_tunes_on_validation_and_measures_both_presets(tmp_path):
     assert speed.argv[1:4] == ["-m", "neocascade.pipelines.ablation", "speed"]
     gated = steps["gated"].commands[0].argv  # one stage behind the gate: its own threshold gets the target
     assert "stage.min_precision=0.98" in gated and not any(a.startswith("stage.second_precision") for a in gated)
-    # cumulative: every step keeps the overrides of the one before it
+    # cumulative: every step keeps the overrides of its base (the step before it unless it names an earlier one)
     specs = list(cfg.steps)
-    for before, after in zip(specs, specs[1:]):
-        assert list(after.overrides)[: len(before.overrides)] == list(before.overrides)
+    names = [str(s.name) for s in specs]
+    for k, after in enumerate(specs[1:], start=1):
+        base = specs[names.index(after.base)] if after.get("base") else specs[k - 1]
+        assert names.index(str(base.name)) < k
+        assert list(after.overrides)[: len(base.overrides)] == list(base.overrides), after.name
     # a step's own epochs replace the run's
     assert "trainer.max_epochs=5" in steps["veto"].commands[0].argv
     assert "trainer.max_epochs=12" in steps["longer"].commands[0].argv
