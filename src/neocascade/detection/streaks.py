@@ -50,8 +50,8 @@ def streak_members(
     at least ``min_points`` points spanning ``min_span`` is then refitted by total least squares,
     dropping the farthest points. The refitted lines are taken greedily, most members first, each
     point going to one line only, and a line is a streak if ``min_points`` of its still free
-    members lie within ``tolerance`` of it over ``min_span``. Cost: N × (number of angles) votes; a quadrant's few dozen detections take
-    milliseconds.
+    members lie within ``tolerance`` of it over ``min_span``. Cost: N × (number of angles) votes;
+    a quadrant's few dozen detections take milliseconds.
     """
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)

@@ -143,8 +143,8 @@ def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
              f"the validation file for precision {cfg.target_precision} and "
              f"kept unchanged for the test files of `{cfg.data}` and of `{cfg.transfer}` (never tuned on). "
              "Asteroid level, end to end: completeness, purity, m50 (mag). Speed: full quadrants per second, "
-             f"{cfg.speed.threads} threads. Training: wall minutes of train.py (every stage, scoring and a first build of the step's cutout cache "
-             "included). Validation: positives of the validation file accepted at the operating point, out of "
+             f"{cfg.speed.threads} threads. Training: wall minutes of train.py (every stage, scoring and a first "
+             "build of the step's cutout cache included). Validation: positives of the validation file accepted at the operating point, out of "
              "those the step's selector and label rule give (it compares steps whose selectors propose different "
              "candidates; the seed's 1-px centre rule counts positives differently).", "",
              f"| step | change | validation positives found | completeness | purity | m50 | {cfg.transfer} completeness | "

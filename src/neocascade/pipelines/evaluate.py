@@ -130,8 +130,7 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
             ("test candidates", f"{counts['test_candidates']} ({counts['test_positive']} positive)"),
             ("test images / asteroids", f"{counts['test_images']} / {counts['test_asteroids']}"),
             ("match radius / merge radius", f"{cfg.eval.match_radius} px / {cfg.eval.merge_radius} px"),
-            ("veto after the classifier", f"{veto!r} ({'this run' if cfg.get('veto') is not None else 'the artifact'}), "
-                                          f"{primary['vetoed']} accepted candidates dropped" if veto is not None else "none"),
+            ("veto after the classifier", _veto_summary(veto, primary["vetoed"], own=cfg.get("veto") is not None)),
             ("plain test/* metrics use", f"the {op_name} operating point"),
         ],
         "operating_point": results["operating_point"],
@@ -315,6 +314,13 @@ def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: An
     result["accepted_index"] = np.flatnonzero(accepted)
     result["vetoed"] = int(classified.sum() - accepted.sum())
     return result
+
+
+def _veto_summary(veto: Any, vetoed: int, *, own: bool) -> str:
+    """The report's line on the veto: which one, whose (this run's ``veto=`` or the artifact's), how many dropped."""
+    if veto is None:
+        return "none"
+    return f"{veto!r} ({'this run' if own else 'the artifact'}), {vetoed} accepted candidates dropped"
 
 
 def _scalars(result: Mapping[str, Any]) -> dict:

@@ -2,8 +2,9 @@
 
 ``stage=single`` trains one model on all candidates; ``stage=first`` also picks the threshold that keeps
 ``stage.min_recall`` of the validation positives (``stage=gated``: reaches ``stage.min_precision``);
-``stage=boost`` then trains stage 2 on stage 1's positives only. Every run writes ``config.yaml``, ``metrics.json`` and the artifact ``cascade.pt``
-(a one-stage artifact for single and first) into its run folder.
+``stage=boost`` then trains stage 2 on stage 1's positives only. Every run writes ``config.yaml``,
+``metrics.json`` and the artifact ``cascade.pt`` (a one-stage artifact for single, first and gated) into
+its run folder.
 """
 
 from __future__ import annotations
