@@ -63,7 +63,7 @@ def test_tiny_ablation_run_and_paper_rewrite_keeps_its_table(tmp_path):
     assert speed["quadrants_per_s"] > 0 and speed["shape"] == [256, 256]
     row = next(line for line in results.read_text().splitlines() if line.startswith("| seed |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 11 and all(c != "—" for c in cells[2:]), row
+    assert len(cells) == 12 and all(c != "—" for c in cells[2:]), row
     found, positives = (int(v) for v in cells[2].split(" / "))
     assert 0 <= found <= positives
     paper = P.load_config(["data=tiny", "images_per_file=2", "epochs=1", f"out_dir={tmp_path / 'paper'}",

@@ -77,6 +77,32 @@ def test_one_stage_artifact_accepts_on_stage1(tmp_path):
     assert cascade.stage2_arch is None and cascade.threshold2 == 0.5
 
 
+def test_ensemble_stage_round_trips_and_runs_every_inference_variant(tmp_path):
+    """An averaged stage (stage.members > 1) is stored, exported in fp16 and scored like any CNN."""
+    from neocascade.models import EnsembleNet
+    from neocascade.training.artifact import InferenceOptions, export_cascade
+
+    a, _ = _nets(0)
+    b, _ = _nets(1)
+    ens = EnsembleNet([a, b]).eval()
+    x = _x()
+    with torch.no_grad():
+        expected = ((torch.softmax(a(torch.from_numpy(x)), 1) + torch.softmax(b(torch.from_numpy(x)), 1)) / 2)[:, 1].numpy()
+    path = _save(tmp_path / "ens.pt", stage_record(ens, 0.5), None)
+    cascade = load_cascade(path, expected_arch="ensemble")
+    p1, _ = cascade.set_inference(REFERENCE).score(x)
+    np.testing.assert_allclose(p1, expected, rtol=1e-5, atol=1e-7)
+    fast, _ = cascade.set_inference(InferenceOptions(precision="fp32", channels_last=True)).score(x)
+    np.testing.assert_allclose(fast, expected, rtol=1e-4, atol=1e-6)
+    bf16, _ = cascade.set_inference(InferenceOptions(precision="bf16")).score(x)
+    assert np.abs(bf16 - expected).max() < 2e-2
+    half = load_cascade(export_cascade(path, tmp_path / "ship.pt"))
+    assert [m.arch for m in half.stage1.model.members] == ["baseline", "baseline"]
+    assert np.abs(half.set_inference(REFERENCE).score(x)[0] - expected).max() < 1e-2
+    with pytest.raises(InputError, match="trained as 'ensemble', config asks 'baseline'"):
+        load_cascade(path, expected_arch="baseline")
+
+
 def test_refusals_name_the_file(tmp_path):
     net1, net2 = _nets()
     path = _save(tmp_path / "cascade.pt", stage_record(net1, 0.5), stage_record(net2, 0.5))

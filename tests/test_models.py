@@ -15,7 +15,7 @@ from sklearn.ensemble import RandomForestClassifier
 from torch import nn
 
 from neocascade.errors import InputError
-from neocascade.models import AlteredVGG16, BaselineNet, FinalNet, ResidualNet
+from neocascade.models import AlteredVGG16, BaselineNet, EnsembleNet, FinalNet, ResidualNet
 from neocascade.models import forest as forest_module
 from neocascade.models.forest import ArrayForest, RandomForestStage, forest_to_arrays
 from neocascade.models.registry import build_model, check_architecture, model_from_state, model_state
@@ -165,6 +165,51 @@ def test_build_model_and_check_architecture():
         check_architecture("s.ckpt", "final", hp, cutout_size=25)
     with pytest.raises(InputError, match=r"^s.ckpt: trained for in_channels 1, config asks 2$"):
         check_architecture("s.ckpt", "final", hp, in_channels=2)
+
+
+def test_ensemble_averages_member_probabilities():
+    torch.manual_seed(3)
+    a, b = FinalNet(2, 21, widths=[4, 4, 4, 4], hidden=8).eval(), ResidualNet(2, 21, widths=[4, 8], blocks=1).eval()
+    ens = EnsembleNet([a, b]).eval()
+    x = torch.randn(6, 2, 21, 21)
+    with torch.no_grad():
+        expected = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1)) / 2
+        torch.testing.assert_close(torch.softmax(ens(x), 1), expected, rtol=1e-5, atol=1e-6)
+        solo = EnsembleNet([a, a]).eval()  # identical members: the member's own probabilities
+        torch.testing.assert_close(torch.softmax(solo(x), 1), torch.softmax(a(x), 1), rtol=1e-5, atol=1e-6)
+    assert (ens.in_channels, ens.cutout_size) == (2, 21)
+
+
+def test_ensemble_round_trips_through_the_registry():
+    torch.manual_seed(4)
+    ens = EnsembleNet([ResidualNet(1, 21, widths=[4, 8], blocks=1), ResidualNet(1, 21, widths=[4, 8], blocks=1)]).eval()
+    state = model_state(ens)
+    assert state["arch"] == "ensemble" and [m["arch"] for m in state["hparams"]["members"]] == ["resnet", "resnet"]
+    assert json.loads(json.dumps(state["hparams"])) == state["hparams"]  # plain containers
+    assert any(k.startswith("members.1.") for k in state["state_dict"])
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    twin = model_from_state(torch.load(buffer, weights_only=True))
+    x = torch.randn(3, 1, 21, 21)
+    torch.testing.assert_close(twin(x), ens(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("members, match", [
+    ([], "at least 2"),
+    (["resnet"], "at least 2"),
+    ([nn.Linear(2, 2), nn.Linear(2, 2)], r"members\[0\]: expected a CNN"),
+    ([FinalNet(1, 21), FinalNet(2, 21)], "one input shape"),
+    ([FinalNet(1, 21), FinalNet(1, 25)], "one input shape"),
+])
+def test_ensemble_rejects_bad_members(members, match):
+    with pytest.raises(ValueError, match=match):
+        EnsembleNet(members)
+    pair = EnsembleNet([FinalNet(1, 21), FinalNet(1, 21)])
+    with pytest.raises(ValueError, match="cannot contain another ensemble"):
+        EnsembleNet([pair, pair])
+    with pytest.raises(ValueError, match="needs members"):
+        build_model("ensemble", {"members": "resnet"})
 
 
 # ---- configs ---------------------------------------------------------------------------------------

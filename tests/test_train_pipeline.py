@@ -121,6 +121,34 @@ def test_gated_single_stage_reaches_its_validation_precision(tiny_cache, tmp_pat
     assert report["thresholds"]["stage1"] == pytest.approx(threshold_for_precision(p, y, target_precision=0.6), abs=1e-5)
 
 
+def test_members_train_an_ensemble_whose_first_member_is_the_single_run(tiny_cache, tmp_path):
+    """stage.members=2: two seeds trained one after the other, averaged; member 0 is the one-network run."""
+    single = _train(tmp_path / "one", tiny_cache, "model=baseline", "stage=first", *SMALL["baseline"])
+    report = _train(tmp_path / "two", tiny_cache, "model=baseline", "stage=first",
+                    "stage.members=2", *SMALL["baseline"])
+    _check_run(tmp_path / "two" / "run", report, arch1="ensemble", arch2=None)
+    assert (tmp_path / "two/run/checkpoints/stage1").is_dir() and (tmp_path / "two/run/checkpoints/stage1-member1").is_dir()
+    one = load_cascade(tmp_path / "one/run/cascade.pt").stage1.model
+    ens = load_cascade(tmp_path / "two/run/cascade.pt").stage1.model
+    first, second = ens.members
+    for key, value in one.state_dict().items():
+        torch.testing.assert_close(first.state_dict()[key], value, rtol=0, atol=0)
+    assert any(not torch.equal(second.state_dict()[k], v) for k, v in one.state_dict().items())  # another seed
+    assert report["thresholds"]["stage1"] != single["thresholds"]["stage1"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["stage.members=0"], "error: stage.members: must be a positive integer (got 0)\n"),
+    (["model=rf", "stage.members=2"], "error: stage.members: averages CNNs; a random forest is an ensemble already (got 2)\n"),
+])
+def test_bad_members_are_one_line(overrides, message, tmp_path, capsys, monkeypatch):
+    cfg = _compose(*FAST, "stage=first", *overrides, f"paths.outputs={tmp_path}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run(cfg)
+    assert exit_info.value.code == 2 and capsys.readouterr().err == message
+
+
 def test_boost_reuses_a_stage1_artifact(tiny_cache, tmp_path):
     first = _train(tmp_path / "a", tiny_cache, "model=baseline", "stage=first", *SMALL["baseline"])
     report = _train(tmp_path / "b", tiny_cache, "model=baseline", "stage=boost", f"stage.first_ckpt={tmp_path / 'a/run/cascade.pt'}", *SMALL["baseline"])

@@ -6,8 +6,9 @@ so a checkpoint can be checked against, and rebuilt from, the configured archite
 """
 
 from neocascade.models.baseline import BaselineNet
+from neocascade.models.ensemble import EnsembleNet
 from neocascade.models.final import FinalNet
 from neocascade.models.resnet import ResidualNet
 from neocascade.models.vgg import AlteredVGG16
 
-__all__ = ["AlteredVGG16", "BaselineNet", "FinalNet", "ResidualNet"]
+__all__ = ["AlteredVGG16", "BaselineNet", "EnsembleNet", "FinalNet", "ResidualNet"]

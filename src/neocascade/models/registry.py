@@ -8,6 +8,7 @@ from torch import nn
 
 from neocascade.errors import InputError
 from neocascade.models.baseline import BaselineNet
+from neocascade.models.ensemble import EnsembleNet
 from neocascade.models.final import FinalNet
 from neocascade.models.resnet import ResidualNet
 from neocascade.models.vgg import AlteredVGG16
@@ -18,15 +19,22 @@ CNN_ARCHS: dict[str, type[nn.Module]] = {
     FinalNet.arch: FinalNet,
     ResidualNet.arch: ResidualNet,
 }
+ENSEMBLE_ARCH = EnsembleNet.arch  # members of the CNN_ARCHS, averaged (stage.members > 1)
 FOREST_ARCH = "rf"  # RandomForestStage (models/forest.py): not an nn.Module, restored with from_state
-ARCHS = (*CNN_ARCHS, FOREST_ARCH)
+ARCHS = (*CNN_ARCHS, ENSEMBLE_ARCH, FOREST_ARCH)
 
 
 def build_model(arch: str, hparams: Mapping[str, Any]) -> nn.Module:
     """Build the CNN named ``arch`` from its stored ``hparams()`` (untrained weights).
 
-    Raises ValueError naming ``arch`` for an unknown or non-CNN architecture.
+    An ``ensemble`` is rebuilt from its members' stored ``arch`` and ``hparams``. Raises ValueError naming
+    ``arch`` for an unknown or non-CNN architecture.
     """
+    if arch == ENSEMBLE_ARCH:
+        members = hparams.get("members")
+        if not isinstance(members, (list, tuple)) or not all(isinstance(m, Mapping) and "arch" in m for m in members):
+            raise ValueError("hparams: an ensemble needs members, a list of {arch, hparams}")
+        return EnsembleNet([build_model(m["arch"], m.get("hparams") or {}) for m in members])
     if arch not in CNN_ARCHS:
         raise ValueError(f"arch: unknown CNN architecture {arch!r} (expected one of {sorted(CNN_ARCHS)})")
     return CNN_ARCHS[arch](**dict(hparams))

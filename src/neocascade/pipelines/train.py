@@ -24,6 +24,7 @@ from torch import nn
 
 from neocascade.detection.detector import build_veto
 from neocascade.errors import input_error
+from neocascade.models.ensemble import EnsembleNet
 from neocascade.pipelines.common import JobInfo, is_rank_zero, job_info, report_input_errors, save_config
 from neocascade.training.artifact import FP32_FAST, InferenceOptions, StageModel, load_cascade, save_cascade, stage_record
 from neocascade.training.callbacks import MARKER_KEY, StageMarker
@@ -85,6 +86,7 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     log_config(cfg)
     save_config(cfg, job.run_dir)
     _check_stage(cfg.stage)
+    _check_members(cfg)
     _postprocess(cfg)  # a veto that cannot be built fails now, not after training
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = instantiate(cfg.data)
@@ -232,11 +234,54 @@ def _pick_threshold1(stage_cfg: DictConfig, p1_val: np.ndarray, label_val: np.nd
 
 def _fit_stage(
     ctx: Context, model_cfg: DictConfig, *, tag: str, resume: Any = None, stage1_artifact: str | None = None
-) -> tuple[StageModel, str | None]:
+) -> tuple[StageModel, str | list[str] | None]:
     """Build the configured model and train it: a CNN with Lightning, a forest with its ``fit``.
 
-    Returns the stage (threshold 0.5 until the caller picks one) and its best checkpoint path.
+    With ``stage.members`` = n > 1, n CNNs are trained one after another (member k reseeded with
+    ``seed + k``, so member 0 is the one-network run) and averaged in an :class:`EnsembleNet`.
+    Returns the stage (threshold 0.5 until the caller picks one) and its best checkpoint path(s).
     """
+    n = _members(ctx.cfg.stage)
+    if n == 1:
+        return _fit_network(ctx, model_cfg, tag=tag, resume=resume, stage1_artifact=stage1_artifact)
+    nets, bests = [], []
+    for k in range(n):
+        if k:
+            pl.seed_everything(int(ctx.cfg.seed) + k, workers=True, verbose=False)
+        stage, best = _fit_network(ctx, model_cfg, tag=tag, member=k, stage1_artifact=stage1_artifact)
+        nets.append(stage.model)
+        bests.append(best or "")
+    net = EnsembleNet(nets).eval()
+    log.info("%s: %d %s networks averaged", tag, n, nets[0].arch)
+    return StageModel(arch=net.arch, hparams=net.hparams(), model=net, threshold=0.5), bests
+
+
+def _members(stage_cfg: DictConfig) -> int:
+    """``stage.members`` (default 1): networks trained and averaged per CNN stage."""
+    n = stage_cfg.get("members", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise input_error("stage.members", "must be a positive integer", found=n)
+    return n
+
+
+def _check_members(cfg: DictConfig) -> None:
+    """An ensemble (``stage.members`` > 1) needs CNN stages and a fresh run; checked before any training."""
+    n = _members(cfg.stage)
+    if n == 1:
+        return
+    for node in (cfg.model, cfg.stage.get("second_model")):
+        if node is not None and not issubclass(_model_class(node), nn.Module):
+            raise input_error("stage.members", "averages CNNs; a random forest is an ensemble already", found=n)
+    if cfg.get("ckpt_path"):
+        raise input_error("ckpt_path", "resuming a run with stage.members > 1 is not supported; train it again",
+                          found=cfg.ckpt_path)
+
+
+def _fit_network(
+    ctx: Context, model_cfg: DictConfig, *, tag: str, member: int = 0, resume: Any = None,
+    stage1_artifact: str | None = None,
+) -> tuple[StageModel, str | None]:
+    """Train one model of a stage (member k of an ensemble checkpoints under ``<tag>-member<k>``)."""
     cfg, dm = ctx.cfg, ctx.dm
     model = instantiate(model_cfg, in_channels=dm.in_channels, cutout_size=dm.cutout_size)
     if not isinstance(model, nn.Module):
@@ -244,12 +289,15 @@ def _fit_stage(
     classifier = instantiate(cfg.classifier)(model, instantiate(cfg.optimizer))
     # a resumed stage keeps writing into the checkpoint folder it was interrupted in, so its best and
     # last checkpoints stay one series (and Lightning restores the checkpoint callback's state)
-    ckpt_dir = Path(str(resume)).resolve().parent if resume else ctx.run_dir / "checkpoints" / tag
+    name = tag if member == 0 else f"{tag}-member{member}"
+    ckpt_dir = Path(str(resume)).resolve().parent if resume else ctx.run_dir / "checkpoints" / name
     callbacks = instantiate_callbacks(cfg.callbacks, fill={"dirpath": str(ckpt_dir)})
     callbacks.append(StageMarker(tag, stage1_artifact=stage1_artifact))
     if ctx.logger is not None:
-        # stage 2 of a boost run logs beside stage 1 in the same run: prefix its curves (stage2-val/recall)
-        ctx.logger._prefix = STAGE2_PREFIX if tag == "stage2" else ""
+        # stage 2 of a boost run logs beside stage 1 in the same run: prefix its curves (stage2-val/recall),
+        # and an ensemble's later members theirs (member1-val/recall, stage2-member1-val/recall)
+        prefix = STAGE2_PREFIX if tag == "stage2" else ""
+        ctx.logger._prefix = "-".join(p for p in (prefix, f"member{member}" if member else "") if p)
     trainer = instantiate_filled(
         cfg.trainer,
         key="trainer",
@@ -257,14 +305,14 @@ def _fit_stage(
         callbacks=callbacks,
         logger=ctx.logger if ctx.logger is not None else False,
     )
-    log.info("%s: training %s for up to %s epochs", tag, model.arch, trainer.max_epochs)
+    log.info("%s: training %s for up to %s epochs", name, model.arch, trainer.max_epochs)
     trainer.fit(classifier, datamodule=dm, ckpt_path=str(resume) if resume else None)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else ""
     if best:
         from neocascade.training.classifier import classifier_from_checkpoint
 
         net = classifier_from_checkpoint(best, model.arch, in_channels=dm.in_channels, cutout_size=dm.cutout_size).model
-        log.info("%s: best checkpoint %s", tag, best)
+        log.info("%s: best checkpoint %s", name, best)
     else:
         net = classifier.model
     net = net.eval().to(trainer.strategy.root_device)
