@@ -15,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from neocascade.errors import InputError
 from neocascade.pipelines.train import run, train
 from neocascade.training.artifact import load_cascade
 
@@ -135,6 +136,12 @@ def test_members_train_an_ensemble_whose_first_member_is_the_single_run(tiny_cac
         torch.testing.assert_close(first.state_dict()[key], value, rtol=0, atol=0)
     assert any(not torch.equal(second.state_dict()[k], v) for k, v in one.state_dict().items())  # another seed
     assert report["thresholds"]["stage1"] != single["thresholds"]["stage1"]
+    boosted = _train(tmp_path / "boost", tiny_cache, "model=baseline", "stage=boost", "stage.members=2",
+                     f"stage.first_ckpt={tmp_path / 'two/run/cascade.pt'}", *SMALL["baseline"])
+    assert boosted["architectures"] == {"stage1": "ensemble", "stage2": "ensemble"}
+    assert boosted["thresholds"]["stage1"] == report["thresholds"]["stage1"]  # the same stage 1, reused
+    with pytest.raises(InputError, match=r"cascade.pt: stage 1 was trained as 'ensemble' \(expected 'final', got baseline\)"):
+        _train(tmp_path / "other", tiny_cache, "model=final", "stage=boost", f"stage.first_ckpt={tmp_path / 'two/run/cascade.pt'}")
 
 
 @pytest.mark.parametrize("overrides, message", [

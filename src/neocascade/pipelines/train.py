@@ -238,7 +238,7 @@ def _fit_stage(
     """Build the configured model and train it: a CNN with Lightning, a forest with its ``fit``.
 
     With ``stage.members`` = n > 1, n CNNs are trained one after another (member k reseeded with
-    ``seed + k``, so member 0 is the one-network run) and averaged in an :class:`EnsembleNet`.
+    ``seed + k``, so stage 1's member 0 is the one-network run) and averaged in an :class:`EnsembleNet`.
     Returns the stage (threshold 0.5 until the caller picks one) and its best checkpoint path(s).
     """
     n = _members(ctx.cfg.stage)
@@ -332,7 +332,8 @@ def _fit_forest(dm: Any, forest: Any, *, tag: str) -> StageModel:
 
 
 def _load_stage1(path: Any, cfg: DictConfig, dm: Any) -> StageModel:
-    """Stage 1 from a Lightning checkpoint of a CNN or from a (one-stage or full) cascade artifact."""
+    """Stage 1 from a Lightning checkpoint of a CNN or from a (one-stage or full) cascade artifact (an ensemble's
+    members must all be the configured model)."""
     path = Path(str(path))
     expected = getattr(_model_class(cfg.model), "arch", None)
     if path.suffix == ".ckpt":
@@ -340,10 +341,16 @@ def _load_stage1(path: Any, cfg: DictConfig, dm: Any) -> StageModel:
 
         net = classifier_from_checkpoint(path, expected, in_channels=dm.in_channels, cutout_size=dm.cutout_size).model
         return StageModel(arch=net.arch, hparams=net.hparams(), model=net.eval(), threshold=0.5)
-    cascade = load_cascade(path, expected_arch=expected, expected_cutout_size=dm.cutout_size)
+    cascade = load_cascade(path, expected_cutout_size=dm.cutout_size)
+    stage = cascade.stage1
+    # an ensemble stage 1 (stage.members > 1) fits when every member is the configured model
+    archs = {m["arch"] for m in stage.hparams["members"]} if stage.arch == EnsembleNet.arch else {stage.arch}
+    if expected is not None and archs != {expected}:
+        raise input_error(path, f"stage 1 was trained as '{stage.arch}'", expected=repr(expected),
+                          found=", ".join(sorted(archs)))
     if cascade.in_channels != dm.in_channels:
         raise input_error(path, "stage 1 was trained for other input channels", expected=dm.in_channels, found=cascade.in_channels)
-    return cascade.stage1
+    return stage
 
 
 def _model_class(model_cfg: DictConfig) -> Any:
