@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neocascade.detection.detector import apply_veto, build_veto, cascade_veto
+from neocascade.detection.detector import apply_veto, build_veto, cascade_veto, run_veto
 from neocascade.detection.streaks import StreakVeto, streak_members
 from neocascade.errors import InputError
 
@@ -92,3 +92,10 @@ def test_build_veto_from_configs():
         postprocess: dict = {}
 
     assert cascade_veto(Old()) is None
+
+    class Shipped:
+        postprocess = {"veto": {"_target_": "neocascade.detection.streaks.StreakVeto", "min_points": 8}}
+
+    assert run_veto(None, Shipped()).min_points == 8  # no veto= given: the artifact's
+    assert run_veto({"_target_": None}, Shipped()) is None  # veto=none wins over the artifact's
+    assert run_veto({"_target_": "neocascade.detection.streaks.StreakVeto", "min_points": 6}, Old()).min_points == 6

@@ -167,6 +167,11 @@ def cascade_veto(cascade: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]
     return build_veto(config, name="cascade.postprocess.veto")
 
 
+def run_veto(config: Any, cascade: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The veto a run applies: its own ``veto=`` config when given (not None), else the artifact's."""
+    return build_veto(config, name="veto") if config is not None else cascade_veto(cascade)
+
+
 def apply_veto(
     veto: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, x: np.ndarray, y: np.ndarray, image: np.ndarray
 ) -> np.ndarray:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neocascade.detection.catalogue import CatalogueWriter, catalogue_rows, open_catalogue
 from neocascade.detection.detector import (
-    InputSpec, build_veto, cascade_veto, detect_image, input_spec, score_stamps, stamp_centre,
+    InputSpec, detect_image, input_spec, run_veto, score_stamps, stamp_centre,
 )
 from neocascade.detection.inputs import AlertUnit, ImageUnit, expand_inputs, iter_units
 from neocascade.errors import InputError, input_error
@@ -99,7 +99,7 @@ def detect(cfg: DictConfig) -> int:
     for path in (catalogue_path, summary_path):
         check_writable(path, overwrite=overwrite)
     cascade, spec = load_artifact(cfg)
-    veto = build_veto(cfg.veto, name="veto") if cfg.get("veto") is not None else cascade_veto(cascade)
+    veto = run_veto(cfg.get("veto"), cascade)
     if cfg.get("input") in (None, ""):
         raise input_error("input", "required: a file, folder or glob (or a list of them)")
     raw_inputs = cfg.input if isinstance(cfg.input, str) else list(OmegaConf.to_container(cfg.input))

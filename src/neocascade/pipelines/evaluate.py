@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from neocascade.detection.detector import apply_veto, build_veto, cascade_veto
+from neocascade.detection.detector import apply_veto, run_veto
 from neocascade.errors import input_error
 from neocascade.evaluation import figures as F
 from neocascade.evaluation.completeness import binned_completeness, fit_logistic, magnitude_bins
@@ -89,7 +89,7 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     t2_target = _threshold_for_precision(val.p2, val.labels, target)
     points = {"target": t2_target, "artifact": t2_artifact, "half": 0.5}
     results = _candidate_results(val, test, t1=t1, points=points, op_name=op_name, target=target)
-    veto = build_veto(cfg.veto, name="veto") if cfg.get("veto") is not None else cascade_veto(cascade)
+    veto = run_veto(cfg.get("veto"), cascade)
     e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto) for k, t2 in points.items()}
     primary = e2e[op_name]
     metrics = results.pop("metrics")

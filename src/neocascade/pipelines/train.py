@@ -50,6 +50,7 @@ class Context:
     job: JobInfo
     dm: Any
     logger: Any
+    postprocess: dict  # what the artifact stores after the classifier (built and checked once, at start)
 
     @property
     def run_dir(self) -> Path:
@@ -87,7 +88,7 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     save_config(cfg, job.run_dir)
     _check_stage(cfg.stage)
     _check_members(cfg)
-    _postprocess(cfg)  # a veto that cannot be built fails now, not after training
+    postprocess = _postprocess(cfg)  # a veto that cannot be built fails now, not after training
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = instantiate(cfg.data)
     dm.prepare_data()
@@ -97,7 +98,7 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     try:
         if logger is not None:
             logger.log_hyperparams(flat_config(cfg))
-        report = _run_stages(Context(cfg=cfg, job=job, dm=dm, logger=logger))
+        report = _run_stages(Context(cfg=cfg, job=job, dm=dm, logger=logger, postprocess=postprocess))
         status = "success"
     finally:
         finish_loggers([logger] if logger is not None else [], status=status)
@@ -185,7 +186,7 @@ def _boost(ctx: Context, stage1: StageModel, p1_val: np.ndarray, label_val: np.n
             input_spec=dm.input_spec,
             config=OmegaConf.to_container(cfg, resolve=True),
             metrics={},
-            postprocess=_postprocess(cfg),
+            postprocess=ctx.postprocess,
             overwrite=True,
         )
     # only stage 1's decisions matter here: bf16 with the fp32 recheck near its threshold gives fp32's
@@ -458,7 +459,7 @@ def _evaluate_and_save(ctx: Context, stage1: StageModel, stage2: StageModel | No
             input_spec=dm.input_spec,
             config=report["config"],
             metrics={k: v for k, v in report.items() if k not in ("config", "false_positives", "false_negatives")},
-            postprocess=_postprocess(cfg),
+            postprocess=ctx.postprocess,
             overwrite=bool(cfg.get("overwrite", False)),
         )
         save_json(ctx.run_dir / METRICS_FILE, report, overwrite=True)
