@@ -64,9 +64,9 @@ def find_artifact() -> Path | None:
             cascade = load_cascade(path)
         except ValueError:
             continue
-        selector = str((cascade.input_spec.get("selector") or {}).get("_target_", ""))
+        selector = (cascade.input_spec.get("selector") or {}).get("kind")
         if cascade.stage1_arch == "final" and cascade.stage2_arch == "final" and cascade.cutout_size == 21 \
-                and selector.endswith("FootprintSelector"):
+                and selector == "footprint":
             return path
     return None
 

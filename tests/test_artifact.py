@@ -16,7 +16,8 @@ from neocascade.training.artifact import REFERENCE, load_cascade, save_cascade, 
 from neocascade.training.thresholds import threshold_for_precision, threshold_for_recall
 from neocascade.utils.sweep import collect_jobs, parse_overrides, summary_rows, write_summary
 
-SPEC = {"sigma": 1.0, "cutout_size": 21, "channels": ["filtered"], "normalize": "none", "selector": {"_target_": "x"}}
+SPEC = {"sigma": 1.0, "cutout_size": 21, "channels": ["filtered"], "normalize": "none",
+        "selector": {"kind": "footprint", "params": {"kernel": 16, "stride": 16}}}
 
 
 def _nets(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -185,7 +186,7 @@ def test_export_halves_cnn_weights_keeps_decisions_and_records_provenance(tmp_pa
 
     torch.manual_seed(0)
     record = stage_record(FinalNet(1, 21).eval(), 0.5)
-    src = save_cascade(tmp_path / "cascade.pt", stage1=record, stage2=record, input_spec={"cutout_size": 21},
+    src = save_cascade(tmp_path / "cascade.pt", stage1=record, stage2=record, input_spec=SPEC,
                        config={"data": {"name": "tiny"}}, metrics={})
     dst = export_cascade(src, tmp_path / "ship" / "neocascade.pt", provenance={"data": "tiny", "m50": 20.1})
     assert dst.stat().st_size < 0.6 * src.stat().st_size

@@ -113,7 +113,7 @@ def test_gated_single_stage_reaches_its_validation_precision(tiny_cache, tmp_pat
     _check_run(tmp_path / "run", report, arch1="baseline", arch2=None)
     assert report["stage"] == "gated" and report["thresholds"]["stage2"] is None
     veto = load_cascade(tmp_path / "run" / "cascade.pt").postprocess["veto"]  # detection applies it after the CNN
-    assert veto["_target_"] == "neocascade.detection.streaks.StreakVeto" and veto["min_points"] == 7
+    assert veto["kind"] == "streaks" and veto["params"]["min_points"] == 7  # stored as a kind, never a _target_
     dm = instantiate(OmegaConf.create(report["config"]["data"]))
     stage = load_cascade(tmp_path / "run" / "cascade.pt").stage1
     batches = list(dm.predict_loader("val"))

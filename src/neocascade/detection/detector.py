@@ -16,6 +16,7 @@ from neocascade.candidates.extract import extract_candidates
 from neocascade.data.transforms import NORMALIZATIONS, assemble_inputs, channel_indices
 from neocascade.errors import InputError
 from neocascade.evaluation.metrics import merge_detections
+from neocascade.training import specs
 
 DETECTION_KEYS = ("rows", "cols", "x", "y", "p1", "p2", "peak", "snr")
 ARTIFACT = "artifact"  # detect_image(veto=ARTIFACT): the veto stored in the cascade artifact
@@ -37,7 +38,8 @@ class InputSpec:
 def input_spec(cascade: Any, *, build_selector: bool = True) -> InputSpec:
     """Read and check a cascade's preprocessing settings (``input_spec``, or ``preprocess``).
 
-    The selector config (a mapping with ``_target_``) is built with ``hydra.utils.instantiate``;
+    The selector (``{"kind", "params"}``, or an older artifact's ``_target_`` of a project selector) is
+    built from the fixed set in :mod:`neocascade.training.specs`, never by importing a stored name;
     with ``build_selector=False`` (alert stamps need no selector) it is kept as stored.
 
     Raises
@@ -129,7 +131,7 @@ def detect_image(
     accepted = np.flatnonzero(np.asarray(cascade.accept(p1, p2), dtype=bool))
     veto = cascade_veto(cascade) if isinstance(veto, str) and veto == ARTIFACT else veto
     if veto is not None and accepted.size:
-        accepted = accepted[_keep(veto, cand.cols[accepted], cand.rows[accepted])]
+        accepted = accepted[_keep(veto, cand.cols[accepted], cand.rows[accepted], arr)]
     rows = np.asarray(cand.rows, dtype=np.int64)[accepted]
     cols = np.asarray(cand.cols, dtype=np.int64)[accepted]
     score = np.where(np.isfinite(p2[accepted]), p2[accepted], p1[accepted])
@@ -139,6 +141,9 @@ def detect_image(
 
 def build_veto(config: Any, *, name: str = "veto") -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """The veto a ``conf/veto`` config describes: None for none (no config, or ``_target_: null``).
+
+    For the user's own configuration only (``veto=`` of a run); a veto read from an artifact is built
+    by :func:`cascade_veto`.
 
     Raises
     ------
@@ -162,9 +167,13 @@ def build_veto(config: Any, *, name: str = "veto") -> Callable[[np.ndarray, np.n
 
 
 def cascade_veto(cascade: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """The veto stored in a cascade artifact (``postprocess.veto``), or None."""
+    """The veto stored in a cascade artifact (``postprocess.veto``), or None.
+
+    Built only from the fixed set of :mod:`neocascade.training.specs` (``{"kind", "params"}``, or an
+    older artifact's exact ``_target_`` of a project veto); anything else is an InputError.
+    """
     config = (getattr(cascade, "postprocess", None) or {}).get("veto")
-    return build_veto(config, name="cascade.postprocess.veto")
+    return specs.build_veto(config, source="cascade.postprocess.veto")
 
 
 def run_veto(config: Any, cascade: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
@@ -187,9 +196,11 @@ def apply_veto(
     return keep
 
 
-def _keep(veto: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A veto's keep-mask, checked to be one bool per detection."""
-    keep = np.asarray(veto(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)))
+def _keep(veto: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
+          pixels: np.ndarray | None = None) -> np.ndarray:
+    """A veto's keep-mask, checked to be one bool per detection; a veto with ``uses_image`` also gets the pixels."""
+    xy = (np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    keep = np.asarray(veto(*xy, image=pixels) if pixels is not None and getattr(veto, "uses_image", False) else veto(*xy))
     if keep.shape != np.shape(x) or keep.dtype != bool:
         raise ValueError(f"veto: must return one bool per detection, got {keep.dtype} of shape {keep.shape}")
     return keep
@@ -344,19 +355,8 @@ class _FixedSelector:
 
 
 def _build_selector(config: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Instantiate a selector from its ``_target_`` config; an already built callable passes through."""
-    if callable(config):
-        return config
-    if not isinstance(config, Mapping) or "_target_" not in config:
-        raise ValueError(f"cascade.input_spec.selector: expected a config with '_target_', got {config!r}")
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(dict(config))
-    except (InstantiationException, ImportError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"cascade.input_spec.selector: cannot build {config.get('_target_')!r} ({first})") from None
+    """The stored selector built from the fixed set of :mod:`~neocascade.training.specs`; a callable passes through."""
+    return specs.build_selector(config, source="cascade.input_spec.selector")
 
 
 def _check_image(image: np.ndarray, cutout_size: int, *, name: str) -> np.ndarray:

@@ -14,6 +14,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from neocascade.errors import InputError, input_error
+from neocascade.preprocess.filters import _mask_invalid
 
 _FITS_ERRORS = (OSError, EOFError, TypeError, ValueError, IndexError, KeyError, VerifyError, MemoryError)
 
@@ -26,7 +27,8 @@ class FitsImage:
     ----------
     image : (H, W) float32 array
         Pixel values in the file's units (DN for ZTF difference images), BSCALE/BZERO applied;
-        NaN where the file has NaN or BLANK, the mask flags a pixel, or it equals ``bad_value``.
+        NaN where the file has NaN, ±inf or BLANK, the mask flags a pixel, it equals ``bad_value``,
+        or its absolute value reaches :attr:`saturation`.
     header : astropy.io.fits.Header
         Header of the HDU the image came from.
     wcs : astropy.wcs.WCS or None
@@ -34,6 +36,10 @@ class FitsImage:
     path : Path
     hdu : int
         Index of the HDU the image came from.
+    saturation : float or None
+        The level applied, DN: the header's ``SATURATE``, else the ``saturation`` asked for.
+    n_saturated : int
+        Pixels masked because they reached it (or were infinite).
     """
 
     image: np.ndarray = field(repr=False)
@@ -41,6 +47,8 @@ class FitsImage:
     wcs: WCS | None
     path: Path
     hdu: int = 0
+    saturation: float | None = None
+    n_saturated: int = 0
 
 
 def read_fits_image(
@@ -48,6 +56,7 @@ def read_fits_image(
     *,
     mask_hdu: int | str | None = None,
     bad_value: float | None = None,
+    saturation: float | None = None,
 ) -> FitsImage:
     """Read the first HDU holding a 2-D image.
 
@@ -59,6 +68,11 @@ def read_fits_image(
         Index or EXTNAME of an HDU with a same-shape mask; nonzero pixels are bad and become NaN.
     bad_value : float, optional
         Pixel value meaning "no data" (e.g. 0 on dead borders); such pixels become NaN.
+    saturation : float, optional
+        Saturation level in DN used when the header has no ``SATURATE`` card; pixels with
+        ``|value| >= level`` become NaN (a difference of two clipped images cannot reach it).
+        None and no card: only non-finite values and those beyond
+        :data:`~neocascade.preprocess.filters.ABSURD_DN` are masked.
 
     Returns
     -------
@@ -68,7 +82,8 @@ def read_fits_image(
     ------
     InputError
         One line naming the file: missing, not FITS or truncated, no 2-D image HDU, unknown
-        ``mask_hdu``, mask shape different from the image's, an unreadable WCS, or every pixel masked.
+        ``mask_hdu``, mask shape different from the image's, an unreadable WCS, a ``SATURATE``
+        card that is not a positive number, or every pixel masked.
 
     Notes
     -----
@@ -96,9 +111,24 @@ def read_fits_image(
         image[mask] = np.nan
     if bad_value is not None:
         image[image == bad_value] = np.nan
+    level = _saturation(path, header, saturation)
+    nan_before = int(np.isnan(image).sum())
+    image = _mask_invalid(image, False, level)
+    n_saturated = int(np.isnan(image).sum()) - nan_before
     if np.isnan(image).all():
         raise input_error(path, "every pixel is masked", found=f"{image.size} NaN pixels in HDU {index}")
-    return FitsImage(image=image, header=header, wcs=wcs, path=path, hdu=index)
+    return FitsImage(image=image, header=header, wcs=wcs, path=path, hdu=index, saturation=level,
+                     n_saturated=n_saturated)
+
+
+def _saturation(path: Path, header: fits.Header, default: float | None) -> float | None:
+    """The header's ``SATURATE`` (DN) when present, else ``default``; a card that is no positive number is refused."""
+    if "SATURATE" not in header:
+        return default
+    value = header["SATURATE"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise input_error(path, "header SATURATE must be a positive number (DN)", found=repr(value))
+    return float(value)
 
 
 def _first_image(path: Path, hdul: fits.HDUList) -> tuple[int, np.ndarray, fits.Header]:

@@ -1,4 +1,8 @@
-"""Glue shared by the pipelines: bad input as one stderr line, the run folder, Hydra job facts."""
+"""Glue shared by the pipelines: bad input as one stderr line, the run folder, Hydra job facts.
+
+Importing this module registers the ``unique_dir`` config resolver that ``conf/hydra/default.yaml``
+names its run and sweep folders with (every entry script imports a pipeline, which imports this).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from neocascade.errors import InputError
-from neocascade.utils.atomic import save_text
+from neocascade.utils.atomic import check_output_dir, save_text
 
 log = logging.getLogger("neocascade")
 
@@ -64,6 +69,61 @@ def input_error_message(exc: BaseException) -> str | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+_UNIQUE_DIRS: dict[str, str] = {}  # requested folder -> the one this process created for it
+
+
+def unique_dir(path: str) -> str:
+    """Create a new folder for this run: ``path``, or ``path-2``, ``path-3``, ... when taken; return its name.
+
+    ``os.mkdir`` either creates a folder or fails because it exists, so two runs started in the
+    same second (same timestamped name) never share a folder. The answer is remembered per
+    process: the resolver is asked again for the same name (Hydra copies configs) and must give
+    the same folder. A folder that cannot be created at all (read-only, a parent is a file) returns
+    ``path`` unchanged; :class:`OutputDirCheck` then reports it as one line.
+    """
+    key = str(path)
+    if key in _UNIQUE_DIRS:
+        return _UNIQUE_DIRS[key]
+    base = Path(key)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return key
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        except OSError:
+            return key
+        _UNIQUE_DIRS[key] = str(candidate)
+        return str(candidate)
+    return key
+
+
+if not OmegaConf.has_resolver("unique_dir"):
+    # use_cache: Hydra copies the resolved value into each sweep job's config (like ${now:...})
+    OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (``conf/hydra/default.yaml``): an unwritable run or sweep folder is one line and exit 2.
+
+    Runs before Hydra creates the folder and opens its log there, so a read-only ``outputs/``, a
+    run folder that is a file, or a parent that is a file never ends in Hydra's traceback.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with report_input_errors():
+            check_output_dir(str(config.hydra.run.dir), key="hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with report_input_errors():
+            check_output_dir(str(config.hydra.sweep.dir), key="hydra.sweep.dir")
 
 
 @dataclass
@@ -138,6 +198,19 @@ def replace_section(text: str, name: str, body: str) -> str:
     if i >= 0 and j > i:
         return text[:i] + block + text[j + len(end):]
     return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+
+
+def write_section(results: str | None, name: str, body: str, *, cwd: str | Path) -> Path | None:
+    """Set section ``name`` of the Markdown file ``cwd / results`` to ``body`` (the file is created when missing).
+
+    Returns the file, or None when ``results`` is empty (the runner writes no table).
+    """
+    if not results:
+        return None
+    path = Path(cwd) / results
+    text = path.read_text() if path.is_file() else ""
+    save_text(path, replace_section(text, name, body), overwrite=True)
+    return path
 
 
 def marked_sections(text: str) -> dict[str, str]:

@@ -27,7 +27,8 @@ from neocascade.evaluation.completeness import binned_completeness, fit_logistic
 from neocascade.evaluation.metrics import MISS_REASONS, classification_report, end_to_end, pr_curve, scalar_metrics
 from neocascade.evaluation.report import check_report_dir, render_markdown, to_json, write_report
 from neocascade.pipelines.common import JobInfo, job_info, report_input_errors
-from neocascade.utils.atomic import save_text
+from neocascade.utils.atomic import check_output_dir, save_text
+from neocascade.utils.options import validate_evaluate_options
 
 log = logging.getLogger("neocascade.evaluate")
 
@@ -68,6 +69,7 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     """
     from neocascade.training.artifact import load_cascade
 
+    validate_evaluate_options(cfg)
     job = job_info(run_dir)
     figure_sets = _figure_sets(cfg.get("figures"))
     op_name = str(cfg.eval.operating_point)
@@ -79,6 +81,9 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     cascade = load_cascade(cfg.artifact)
     name = str(cfg.name) if cfg.get("name") else Path(cfg.artifact).resolve().parent.name
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else Path(cfg.paths.outputs) / "eval" / name
+    check_output_dir(out_dir, key="out_dir")
+    check_output_dir(job.run_dir, key="hydra.run.dir")
+    check_output_dir(cfg.paths.cache, key="paths.cache")
     check_report_dir(out_dir, overwrite=bool(cfg.overwrite))  # fail before the long part
 
     dm, data_cfg = _datamodule(cfg, cascade)
@@ -178,8 +183,14 @@ def _figure_sets(value: Any) -> tuple[str, ...]:
 
 
 def _datamodule(cfg: DictConfig, cascade: Any) -> tuple[Any, dict]:
-    """The data module of the artifact's data (or ``cfg.data``), with the artifact's preprocessing."""
+    """The data module of the artifact's data (or ``cfg.data``), with the artifact's preprocessing.
+
+    A data config read from the artifact names only the project's data classes (``specs.check_data_config``),
+    and the selector's class comes from the fixed set of ``training.specs``, never from the file.
+    """
     from hydra.utils import instantiate
+
+    from neocascade.training.specs import check_data_config, hydra_config
 
     if cfg.get("data") is not None:
         data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -187,12 +198,14 @@ def _datamodule(cfg: DictConfig, cascade: Any) -> tuple[Any, dict]:
         data = dict(cascade.config.get("data") or {})
         if not data:
             raise input_error(cfg.artifact, "stores no data config; pass data=<preset>")
+        data = check_data_config(data, source=f"{cfg.artifact}: config.data")
     spec = cascade.input_spec
     for key in SPEC_KEYS:
         if key in spec:
             data[key] = spec[key]
     if spec.get("selector"):
-        data["selector"] = dict(spec["selector"])
+        data["selector"] = hydra_config(spec["selector"], group="selector",
+                                        source=f"{cfg.artifact}: input_spec.selector")
     data["cache_dir"] = str(cfg.paths.cache)
     data["seed"] = int(cfg.seed)
     data["progress"] = bool(cfg.get("progress", False))

@@ -4,7 +4,9 @@ Usage: ``python -m neocascade.pipelines.ship artifact=RUN/cascade.pt [out=PATH] 
 The CNN weights are stored in float16 (:func:`~neocascade.training.artifact.export_cascade`), at most
 ``MAX_MB``; the provenance (source file and its SHA-256, training config, data preset, the run's evaluation
 figures on every preset it was measured on, the veto after the classifier, commit, date) goes into the
-artifact and into a JSON file beside it.
+artifact and into a JSON file beside it, which also holds the SHA-256 of the shipped file. Paths are stored
+relative to the repository (a file outside it by its name alone): the package names no folder of the machine
+it was built on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from neocascade.errors import InputError, input_error
-from neocascade.training.artifact import PACKAGED, export_cascade, load_cascade
+from neocascade.training.artifact import PACKAGED, REPOSITORY, export_cascade, load_cascade, relative_paths
 from neocascade.utils.atomic import save_text
 
 log = logging.getLogger("neocascade.ship")
@@ -43,14 +45,15 @@ def evaluations(run_dir: Path) -> dict[str, Any]:
 
 
 def provenance(artifact: Path) -> dict[str, Any]:
-    """Where a cascade came from: file, hash, config, data preset, evaluations, commit, date."""
+    """Where a cascade came from: file (relative to the repository), hash, config, data preset, evaluations, commit,
+    date."""
     import torch
 
     cascade = load_cascade(artifact)
     config = cascade.config
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
                             cwd=Path(__file__).parent).stdout.strip() or None
-    return {
+    info = {
         "source": str(artifact.resolve()),
         "source_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
         "train_overrides": cascade.metrics.get("overrides"),
@@ -66,6 +69,7 @@ def provenance(artifact: Path) -> dict[str, Any]:
         "torch": str(torch.__version__),
         "weights": "float16",
     }
+    return relative_paths(info, REPOSITORY)
 
 
 def ship(args: Sequence[str]) -> Path:
@@ -81,8 +85,10 @@ def ship(args: Sequence[str]) -> Path:
     artifact, out = Path(own["artifact"]), Path(own.get("out") or PACKAGED)
     overwrite = own.get("overwrite", "false").lower() in ("1", "true", "yes")
     info = provenance(artifact)
-    export_cascade(artifact, out, half=True, provenance=info, max_mb=MAX_MB, overwrite=overwrite)
-    save_text(out.with_suffix(".json"), json.dumps(info, indent=2) + "\n", overwrite=overwrite)
+    export_cascade(artifact, out, half=True, provenance=info, max_mb=MAX_MB, overwrite=overwrite,
+                   relative_to=REPOSITORY)
+    shipped = {**info, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}  # of the .pt beside this JSON
+    save_text(out.with_suffix(".json"), json.dumps(shipped, indent=2) + "\n", overwrite=overwrite)
     log.info("shipped %s -> %s (%.2f MB)", artifact, out, out.stat().st_size / 2**20)
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from neocascade.detection.detector import build_veto
 from neocascade.errors import input_error
 from neocascade.models.ensemble import EnsembleNet
 from neocascade.pipelines.common import JobInfo, is_rank_zero, job_info, report_input_errors, save_config
-from neocascade.training.artifact import FP32_FAST, InferenceOptions, StageModel, load_cascade, save_cascade, stage_record
+from neocascade.training.artifact import (FP32_FAST, InferenceOptions, StageModel, check_resume, load_cascade, save_cascade,
+                                          stage_record)
 from neocascade.training.callbacks import MARKER_KEY, StageMarker
 from neocascade.training.cascade import candidate_ids, decision_report, score_loader, split_counts, stage2_keep
+from neocascade.training.specs import selector_spec, veto_spec
 from neocascade.training.thresholds import threshold_for_precision, threshold_for_recall
-from neocascade.utils.atomic import save_json
+from neocascade.utils.atomic import check_output_dir, save_json
 from neocascade.utils.instantiate import instantiate_callbacks, instantiate_filled, wandb_mode_from_env
 from neocascade.utils.logging import finish_loggers, flat_config, log_config
+from neocascade.utils.options import validate_train_options
 
 log = logging.getLogger("neocascade.train")
 
@@ -81,8 +84,15 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     if OmegaConf.select(cfg, "data._target_") is None:
         raise input_error("data", "this preset builds no training data (data=ztf_alerts is for measuring only)",
                           found=OmegaConf.select(cfg, "data.name"))
+    validate_train_options(cfg)
     job = job_info(run_dir)
+    check_output_dir(job.run_dir, key="hydra.run.dir")
+    if OmegaConf.select(cfg, "data.cache_dir") is not None:
+        check_output_dir(cfg.data.cache_dir, key="data.cache_dir")
     job.run_dir.mkdir(parents=True, exist_ok=True)
+    # torch 2.13 deprecates LeafSpec, which Lightning 2.6's utilities/_pytree.py still builds on every fit
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning,
+                            module=r"pytorch_lightning\.utilities\._pytree")
     log.info("run folder: %s", job.run_dir.resolve())
     log_config(cfg)
     save_config(cfg, job.run_dir)
@@ -126,11 +136,17 @@ def _check_stage(stage: DictConfig) -> None:
 
 
 def _postprocess(cfg: DictConfig) -> dict:
-    """What detection does after the classifier, stored in the artifact: ``{"veto": config or None}`` (checked)."""
+    """What detection does after the classifier, stored in the artifact as ``{"veto": {"kind", "params"} or None}``.
+
+    The selector and the veto must be from the fixed set an artifact can store (``training.specs``): checked now,
+    not after training.
+    """
+    selector = OmegaConf.select(cfg, "data.selector")
+    if selector is not None:
+        selector_spec(OmegaConf.to_container(selector, resolve=True), source="data.selector")
     node = cfg.get("veto")
     config = None if node is None or node.get("_target_") is None else OmegaConf.to_container(node, resolve=True)
-    build_veto(config, name="veto")
-    return {"veto": config}
+    return {"veto": veto_spec(config, source="veto")}
 
 
 def _build_logger(cfg: DictConfig, job: JobInfo) -> Any:
@@ -288,6 +304,8 @@ def _fit_network(
     if not isinstance(model, nn.Module):
         return _fit_forest(dm, model, tag=tag), None
     classifier = instantiate(cfg.classifier)(model, instantiate(cfg.optimizer))
+    if resume:
+        check_resume(resume, classifier)  # one line naming the checkpoint, not Lightning's size-mismatch traceback
     # a resumed stage keeps writing into the checkpoint folder it was interrupted in, so its best and
     # last checkpoints stay one series (and Lightning restores the checkpoint callback's state)
     name = tag if member == 0 else f"{tag}-member{member}"

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["gaussian_filter", "gaussian_kernel1d", "mask_invalid"]
+__all__ = ["ABSURD_DN", "DEFAULT_SATURATION", "gaussian_filter", "gaussian_kernel1d", "mask_invalid"]
+
+# No difference-image pixel can exceed the saturation level in absolute value: science and reference
+# are each clipped there. ZTF's 16-bit ADC stops at 65,535 DN and the simulator's brightest pixel is
+# ~1.2e4 DN; 1e6 DN leaves room for rescaled images while masking any broken value.
+DEFAULT_SATURATION = 1.0e6
+# Masked whatever the configured level: no detector gives 1e10 DN (a 32-bit counter stops at 4.3e9).
+ABSURD_DN = 1.0e10
 
 # Output rows per strip: a strip, its halo and the scratch buffers stay in L2 cache
 # (16 × 3072 × 4 B = 0.2 MB each); measured faster than 32 or 64 rows.
@@ -74,8 +81,8 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return phi / phi.sum()
 
 
-def mask_invalid(image: np.ndarray, *, zero_is_dead: bool = True) -> np.ndarray:
-    """Return a float32 copy of ``image`` with dead and non-finite pixels set to NaN.
+def mask_invalid(image: np.ndarray, *, zero_is_dead: bool = True, saturation: float | None = None) -> np.ndarray:
+    """Return a float32 copy of ``image`` with dead, saturated and non-finite pixels set to NaN.
 
     Parameters
     ----------
@@ -83,14 +90,23 @@ def mask_invalid(image: np.ndarray, *, zero_is_dead: bool = True) -> np.ndarray:
         Difference image in DN.
     zero_is_dead : bool
         Treat pixels exactly equal to 0.0 as dead (the seed data's zero-valued borders).
+    saturation : float, optional
+        Saturation level in DN (> 0): pixels with ``|value| >= saturation`` are masked. None masks
+        only values beyond :data:`ABSURD_DN`, which are masked whatever ``saturation`` says.
 
     Returns
     -------
     (H, W) float32 array
-        New array; NaN where ``image`` is NaN, ±inf, or (with ``zero_is_dead``) exactly 0.
+        New array; NaN where ``image`` is NaN, ±inf, at or beyond the saturation level (either sign:
+        a difference of two clipped images cannot exceed it) or (with ``zero_is_dead``) exactly 0.
     """
     arr = _check_image(image)
-    return _mask_invalid(arr, bool(zero_is_dead))
+    if saturation is not None and not (
+        isinstance(saturation, (int, float, np.integer, np.floating)) and not isinstance(saturation, bool)
+        and math.isfinite(saturation) and saturation > 0
+    ):
+        raise ValueError(f"saturation: must be a finite number > 0 or None, got {saturation!r}")
+    return _mask_invalid(arr, bool(zero_is_dead), saturation)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -105,10 +121,12 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _mask_invalid(arr: np.ndarray, zero_is_dead: bool) -> np.ndarray:
-    """Copy ``arr`` with non-finite (and optionally zero) pixels set to NaN."""
+def _mask_invalid(arr: np.ndarray, zero_is_dead: bool, saturation: float | None = None) -> np.ndarray:
+    """Copy ``arr`` with non-finite, saturated (``|v| >= min(saturation, ABSURD_DN)``) and optionally zero pixels NaN."""
     out = np.array(arr, dtype=np.float32, copy=True)
-    bad = ~np.isfinite(out)
+    level = ABSURD_DN if saturation is None else min(float(saturation), ABSURD_DN)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(out) < level)  # NaN compares False, so NaN and ±inf are caught here too
     if zero_is_dead:
         bad |= out == 0.0
     out[bad] = np.nan

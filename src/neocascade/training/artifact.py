@@ -4,6 +4,10 @@ One ``torch.save`` file of plain containers (dicts, lists, str, numbers, tensors
 ``torch.load(weights_only=True)``; a random forest is stored as tensors of its node arrays, never
 pickled. Evaluation and detection load a training run's ``cascade.pt`` by path and see exactly the
 models, thresholds and preprocessing the run used.
+
+An artifact is data: its selector and veto are ``{"kind", "params"}`` from the fixed set in
+:mod:`neocascade.training.specs`, and everything is checked when it is loaded (types, finiteness,
+cutout size and channels against the networks), so a crafted or mismatched file is one line, never code.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from neocascade.data.transforms import NORMALIZATIONS, channel_indices
 from neocascade.errors import InputError, input_error
 from neocascade.models.registry import FOREST_ARCH, check_architecture, model_from_state, model_state
+from neocascade.training.specs import selector_spec, veto_spec
 from neocascade.utils.atomic import atomic_path
 
 FORMAT = "neocascade-cascade"
@@ -29,6 +35,9 @@ PACKAGED = Path(__file__).resolve().parents[1] / "artifacts" / "neocascade.pt"
 """The recommended cascade shipped inside the package (``experiment=neocascade``), used when no artifact is given."""
 STAGE_KEYS = ("arch", "hparams", "state", "threshold")
 PRECISIONS = ("auto", "fp32", "bf16")
+SPEC_REQUIRED = ("sigma", "selector", "cutout_size", "channels", "normalize")
+REPOSITORY = Path(__file__).resolve().parents[3]
+"""The source checkout (``src/neocascade/training`` -> root): shipped provenance stores paths relative to it."""
 
 
 @dataclass(frozen=True)
@@ -143,12 +152,13 @@ def save_cascade(
         one-stage classifier (``stage=single`` or ``first``); it then accepts on stage 1 alone.
     input_spec : dict
         How cutouts are made and assembled (sigma, selector, cutout_size, channels, normalize, ...),
-        exactly as the data module reports it.
+        as the data module reports it; the selector config (``_target_`` of a project selector, or
+        ``{"kind", "params"}``) is stored as ``{"kind", "params"}``.
     config, metrics : dict
         The resolved run config and its report metrics (plain containers).
     postprocess : dict, optional
-        What detection does after the classifier: ``{"veto": <config with _target_, or None>}``
-        (``conf/veto``); read back as :attr:`Cascade.postprocess`.
+        What detection does after the classifier: ``{"veto": <conf/veto config, {"kind", "params"} or None>}``,
+        stored as ``{"kind", "params"}``; read back as :attr:`Cascade.postprocess`.
     overwrite : bool
         Replace an existing file.
 
@@ -156,16 +166,25 @@ def save_cascade(
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    InputError
+        One line naming the key: a selector or veto outside the fixed set, a bad input spec or
+        threshold (what :func:`load_cascade` would refuse is never written).
     """
+    post = _plain(dict(postprocess or {}))
+    if "veto" in post:
+        post["veto"] = veto_spec(post["veto"], source="postprocess.veto")
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "stage1": _stage_payload("stage1", stage1),
         "stage2": None if stage2 is None else _stage_payload("stage2", stage2),
-        "input_spec": _plain(input_spec),
+        "input_spec": check_input_spec(_plain(input_spec), source="input_spec"),
         "config": _plain(config),
         "metrics": _plain(metrics),
-        "postprocess": _plain(dict(postprocess or {})),
+        "postprocess": post,
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
@@ -181,8 +200,84 @@ def _stage_payload(name: str, stage: Mapping[str, Any]) -> dict:
         "arch": str(stage["arch"]),
         "hparams": _plain(stage["hparams"]),
         "state": state,
-        "threshold": float(stage["threshold"]),
+        "threshold": check_threshold(_plain(stage["threshold"]), source=f"{name}.threshold"),
     }
+
+
+def check_threshold(value: Any, *, source: str) -> float:
+    """A stage threshold: a number in [0, 1], or ``inf`` (the run found none reaching its target: accepts nothing).
+
+    Raises InputError naming ``source`` for a string, a bool, NaN, ``-inf`` or a value outside [0, 1].
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise input_error(source, "must be a number", expected="a probability in [0, 1]", found=repr(value)[:80])
+    value = float(value)
+    if not (0.0 <= value <= 1.0 or value == math.inf):
+        raise input_error(source, "must be a probability in [0, 1] (or inf: accept nothing)", found=value)
+    return value
+
+
+def check_input_spec(spec: Any, *, source: str) -> dict:
+    """Validate an artifact's input spec; returns a plain copy with the selector as ``{"kind", "params"}``.
+
+    Parameters
+    ----------
+    spec : mapping
+        ``sigma`` (finite, >= 0), ``selector``, ``cutout_size`` (int >= 1), ``channels`` (names from
+        ``data.transforms.CHANNELS``), ``normalize``; optional ``noise_box`` (int >= 1 or None),
+        ``kernel``, ``stride`` (int >= 1 or None), ``label_mode`` (str), ``label_radius`` (finite, >= 0).
+        Other keys may hold plain numbers, strings or bools only.
+    source : str
+        Named in the error (``cascade.pt: input_spec``).
+
+    Raises
+    ------
+    InputError
+        One line naming ``source`` and the key.
+    """
+    if not isinstance(spec, Mapping):
+        raise input_error(source, "expected a mapping of preprocessing settings", found=type(spec).__name__)
+    missing = [key for key in SPEC_REQUIRED if key not in spec]
+    if missing:
+        raise input_error(source, f"missing key '{missing[0]}'", expected=list(SPEC_REQUIRED), found=sorted(spec))
+    out = {}
+    for key, value in spec.items():
+        where = f"{source}.{key}"
+        if not isinstance(key, str) or key.startswith("_"):
+            raise input_error(where, "not an input-spec key")
+        if key == "selector":
+            out[key] = selector_spec(value, source=where)
+        elif key == "channels":
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names):
+                raise input_error(where, "expected a list of channel names", found=repr(value)[:80])
+            try:
+                channel_indices(list(names))
+            except ValueError as exc:
+                raise input_error(where, str(exc).split(": ", 1)[-1]) from None
+            out[key] = list(names)
+        elif key == "normalize":
+            if value not in NORMALIZATIONS:
+                raise input_error(where, "unknown normalisation", expected=list(NORMALIZATIONS), found=repr(value)[:80])
+            out[key] = str(value)
+        elif key in ("cutout_size", "noise_box", "kernel", "stride"):
+            if (value is not None or key == "cutout_size") and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise input_error(where, "must be a positive integer", found=repr(value)[:80])
+            out[key] = value
+        elif key in ("sigma", "label_radius"):
+            number = not isinstance(value, bool) and isinstance(value, (int, float))
+            if not number or not (math.isfinite(value) and value >= 0):
+                raise input_error(where, "must be a finite number >= 0", found=repr(value)[:80])
+            out[key] = float(value)
+        elif isinstance(value, str) and "${" in value:
+            raise input_error(where, "interpolations are not allowed in a stored spec", found=repr(value)[:80])
+        elif value is None or isinstance(value, (bool, int, str)) or (type(value) is float and math.isfinite(value)):
+            out[key] = value
+        else:
+            raise input_error(where, "expected a plain number, string or bool", found=repr(value)[:80])
+    return out
 
 
 def _tensor(value: Any) -> torch.Tensor:
@@ -433,8 +528,10 @@ def load_cascade(
     Raises
     ------
     InputError
-        One line naming the file: missing, corrupt, not a cascade artifact, or trained for another
-        architecture or cutout size than asked.
+        One line naming the file: missing, corrupt, not a cascade artifact, trained for another
+        architecture or cutout size than asked, a selector or veto outside the fixed set of
+        :mod:`~neocascade.training.specs` (never built from the file's names), a malformed input spec
+        or threshold, or an input spec whose cutout size or channels disagree with the networks.
     """
     path = Path(path)
     if not path.is_file():
@@ -451,6 +548,10 @@ def load_cascade(
     for key in ("stage1", "stage2", "input_spec"):
         if key not in payload:
             raise input_error(path, f"missing key '{key}'", found=sorted(payload))
+    input_spec = check_input_spec(payload["input_spec"], source=f"{path}: input_spec")
+    postprocess = _mapping(path, payload, "postprocess")
+    if "veto" in postprocess:
+        postprocess["veto"] = veto_spec(postprocess["veto"], source=f"{path}: postprocess.veto")
     want1, want2 = expected_arch if isinstance(expected_arch, tuple) else (expected_arch, None)
     stage1 = _load_stage(path, "stage 1", payload["stage1"], want1, expected_cutout_size)
     stage2 = None
@@ -458,20 +559,43 @@ def load_cascade(
         stage2 = _load_stage(path, "stage 2", payload["stage2"], want2, expected_cutout_size)
     elif want2 is not None:
         raise InputError(f"{path}: one-stage artifact, config asks stage 2 '{want2}'")
-    input_spec = dict(payload["input_spec"] or {})
-    spec_size = input_spec.get("cutout_size")
-    if expected_cutout_size is not None and spec_size is not None and int(spec_size) != int(expected_cutout_size):
+    spec_size = input_spec["cutout_size"]
+    if expected_cutout_size is not None and spec_size != int(expected_cutout_size):
         raise InputError(f"{path}: trained for cutout_size {spec_size}, config asks {expected_cutout_size}")
+    for name, stage in (("stage 1", stage1), ("stage 2", stage2)):
+        if stage is not None:
+            _check_fit(path, name, stage, input_spec)
     return Cascade(
         stage1=stage1,
         stage2=stage2,
         input_spec=input_spec,
-        config=dict(payload.get("config") or {}),
-        metrics=dict(payload.get("metrics") or {}),
+        config=_mapping(path, payload, "config"),
+        metrics=_mapping(path, payload, "metrics"),
         path=path,
-        provenance=dict(payload.get("provenance") or {}),
-        postprocess=dict(payload.get("postprocess") or {}),
+        provenance=_mapping(path, payload, "provenance"),
+        postprocess=postprocess,
     )
+
+
+def _mapping(path: Path, payload: dict, key: str) -> dict:
+    """An optional mapping entry of the payload (absent or None: empty)."""
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise input_error(path, f"{key}: expected a mapping", found=type(value).__name__)
+    return dict(value)
+
+
+def _check_fit(path: Path, name: str, stage: StageModel, spec: dict) -> None:
+    """The input spec makes the cutouts the stage's network was built for (side and channel count)."""
+    size, channels = stage.cutout_size, stage.in_channels
+    if size != spec["cutout_size"]:
+        raise input_error(path, f"input_spec.cutout_size disagrees with the {name} network",
+                          expected=f"{size} px", found=spec["cutout_size"])
+    if channels != len(spec["channels"]):
+        raise input_error(path, f"input_spec.channels disagree with the {name} network",
+                          expected=f"{channels} channel(s)", found=spec["channels"])
 
 
 def export_cascade(
@@ -482,6 +606,7 @@ def export_cascade(
     provenance: Mapping[str, Any] | None = None,
     max_mb: float | None = None,
     overwrite: bool = False,
+    relative_to: str | os.PathLike | None = None,
 ) -> Path:
     """Copy an artifact for shipping: CNN weights in float16, plus where it came from.
 
@@ -500,14 +625,26 @@ def export_cascade(
         Refuse (InputError naming ``dst``) to write a file larger than this.
     overwrite : bool
         Replace an existing ``dst``.
+    relative_to : path, optional
+        Rewrite every absolute path in the stored config, metrics and provenance (also the value of a
+        ``key=/abs/path`` override) relative to this folder, or to its file name when it lies outside
+        (:func:`relative_paths`), so the shipped file names no folder of the machine it was built on.
+
+    Notes
+    -----
+    The selector and veto are written in the ``{"kind", "params"}`` form whatever form ``src`` has.
     """
-    load_cascade(src)  # refuses anything that is not a loadable cascade, with its one-line error
+    cascade = load_cascade(src)  # refuses anything that is not a loadable cascade, with its one-line error
     payload = torch.load(Path(src), map_location="cpu", weights_only=True)
     for key in ("stage1", "stage2"):
         stage = payload.get(key)
         if half and stage is not None and stage["arch"] != FOREST_ARCH:
             stage["state"] = {k: v.half() if v.is_floating_point() else v for k, v in stage["state"].items()}
+    payload["input_spec"], payload["postprocess"] = cascade.input_spec, cascade.postprocess
     payload["provenance"] = _plain(dict(provenance or {}))
+    if relative_to is not None:
+        for key in ("config", "metrics", "provenance"):
+            payload[key] = relative_paths(payload.get(key), relative_to)
     with atomic_path(dst, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
         size_mb = Path(tmp).stat().st_size / 2**20
@@ -516,17 +653,92 @@ def export_cascade(
     return Path(dst)
 
 
+def relative_paths(obj: Any, root: str | os.PathLike) -> Any:
+    """``obj`` with every absolute path string made relative to ``root`` (its name alone when outside ``root``).
+
+    Strings ``key=/abs/path`` (command-line overrides) get their value rewritten the same way; other
+    values are returned unchanged.
+    """
+    root = Path(root).resolve()
+    if isinstance(obj, dict):
+        return {k: relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v, root) for v in obj]
+    if not isinstance(obj, str):
+        return obj
+    key, sep, value = obj.partition("=")
+    if sep and not os.path.isabs(obj) and os.path.isabs(value):
+        return f"{key}={_relative(value, root)}"
+    return _relative(obj, root) if os.path.isabs(obj) else obj
+
+
+def _relative(path: str, root: Path) -> str:
+    """An absolute path relative to ``root`` (POSIX separators), or its name when outside ``root``."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(root).as_posix()
+    except ValueError:
+        return resolved.name
+
+
+def check_resume(path: str | os.PathLike, module: nn.Module) -> None:
+    """Refuse, before Lightning reads it, a checkpoint ``ckpt_path=`` that the configured model cannot resume.
+
+    Parameters
+    ----------
+    path : path
+        A Lightning ``.ckpt`` of a :class:`~neocascade.training.classifier.CutoutClassifier`.
+    module : CutoutClassifier
+        The freshly built module the run would train (its ``hparams`` and ``state_dict``).
+
+    Raises
+    ------
+    InputError
+        One line naming ``path``: unreadable (see ``load_checkpoint_dict``), trained as another
+        architecture or with other model hyperparameters, or weights whose names or shapes differ
+        from the configured model's (instead of Lightning's ``size mismatch`` traceback).
+    """
+    from neocascade.training.classifier import load_checkpoint_dict
+
+    ckpt = load_checkpoint_dict(path)
+    stored = ckpt.get("hyper_parameters") or {}
+    want = dict(module.hparams)
+    if stored.get("arch") != want.get("arch"):
+        raise input_error(path, f"trained as {stored.get('arch')!r}, config asks {want.get('arch')!r}")
+    if _plain(stored.get("model_hparams")) != _plain(want.get("model_hparams")):
+        raise input_error(path, f"trained as another '{want['arch']}'", expected=f"model {want.get('model_hparams')}",
+                          found=stored.get("model_hparams"))
+    state, mine = ckpt["state_dict"], module.state_dict()
+    if not isinstance(state, dict):
+        raise input_error(path, "state_dict is not a mapping", found=type(state).__name__)
+    names = sorted(set(state) ^ set(mine))
+    if names:
+        side = "the checkpoint only" if names[0] in state else "the configured model only"
+        raise input_error(path, "weights do not fit the configured model", found=f"'{names[0]}' in {side}")
+    for name, tensor in mine.items():
+        stored_shape = tuple(getattr(state[name], "shape", ()))
+        if stored_shape != tuple(tensor.shape):
+            raise input_error(path, f"weights do not fit the configured model ({name})",
+                              expected=tuple(tensor.shape), found=stored_shape)
+
+
 def _load_stage(path: Path, name: str, record: Any, expected_arch: str | None, cutout_size: int | None) -> StageModel:
     """Rebuild one stage, refusing a record that is malformed or trained as something else."""
     if not isinstance(record, dict) or any(k not in record for k in STAGE_KEYS):
         found = sorted(record) if isinstance(record, dict) else type(record).__name__
         raise input_error(path, f"{name} is malformed", expected=list(STAGE_KEYS), found=found)
-    arch, hparams = str(record["arch"]), dict(record["hparams"])
+    if not isinstance(record["arch"], str) or not isinstance(record["hparams"], dict) \
+            or not isinstance(record["state"], dict):
+        raise input_error(path, f"{name} is malformed", expected="arch str, hparams and state mappings",
+                          found=", ".join(type(record[k]).__name__ for k in ("arch", "hparams", "state")))
+    arch, hparams = record["arch"], dict(record["hparams"])
     source = f"{path} ({name})"
     check_architecture(source, arch, hparams, expected_arch=expected_arch, cutout_size=cutout_size)
-    threshold = float(record["threshold"])
-    if math.isnan(threshold):
-        raise input_error(path, f"{name} threshold is NaN")
+    threshold = check_threshold(record["threshold"], source=f"{path}: {name} threshold")
+    for key in ("in_channels", "cutout_size"):
+        value = hparams.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise input_error(path, f"{name} hparams.{key} must be a positive integer", found=repr(value)[:80])
     try:
         if arch == FOREST_ARCH:
             from neocascade.models.forest import RandomForestStage

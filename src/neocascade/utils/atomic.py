@@ -21,26 +21,98 @@ from neocascade.errors import input_error
 
 
 def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Refuse to replace an existing ``path`` unless ``overwrite``; create its parent folder."""
+    """Refuse to replace an existing ``path`` unless ``overwrite``; create its parent folder.
+
+    A folder in the file's place, or a parent folder that cannot be created, is an :class:`InputError`.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise input_error(path, "is a folder", expected="a file name")
     if path.exists() and not overwrite:
         raise input_error(path, "already exists; pass overwrite=true to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     return path
+
+
+def check_output_dir(path: str | os.PathLike, *, key: str) -> Path:
+    """Check that ``path`` is, or can become, a folder this process can write in; return it as a Path.
+
+    Parameters
+    ----------
+    path : path
+        The output folder (``out=``, ``out_dir=``, a run or cache folder); it need not exist yet.
+    key : str
+        The config key that named it, used as the source of the error message.
+
+    Returns
+    -------
+    Path
+        ``path``; nothing is created.
+
+    Raises
+    ------
+    InputError
+        One line naming ``key`` and the path: it is a file; a parent is a file; or the nearest
+        existing folder refuses writes (no permission, or a read-only file system).
+
+    Notes
+    -----
+    ``os.access`` is asked first; then a probe file is created and removed in the nearest existing
+    folder, since ``os.access`` says yes on a read-only mount for root, and root ignores permissions.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise input_error(key, f"{path} is a file", expected="a folder")
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise input_error(key, f"{path} cannot be created: {existing} is a file", expected="a folder")
+    problem = _write_problem(existing)
+    if problem is not None:
+        raise input_error(key, f"{path} is not writable: {problem}")
+    return path
+
+
+def _write_problem(folder: Path) -> str | None:
+    """Why nothing can be written in the existing ``folder``, or None when a probe file can be."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no permission to write in {folder}"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def _unwritable(path: Path, exc: OSError) -> Exception:
+    """The one-line error for a folder or file that the operating system refused to create."""
+    return input_error(path, f"cannot be written ({exc.strerror or exc})")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is renamed onto ``path``."""
     path = check_writable(path, overwrite=overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -53,8 +125,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     builders of the same content (two sweep jobs sharing a cache) both succeed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     try:
         yield tmp
         try:

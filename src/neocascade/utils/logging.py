@@ -1,8 +1,9 @@
-"""Run logging helpers: the resolved config as a YAML tree, and closing experiment loggers."""
+"""Run logging helpers: the resolved config as a YAML tree, closing experiment loggers, the run log file."""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
@@ -45,3 +46,40 @@ def finish_loggers(loggers: Iterable[Any], *, status: str = "success") -> None:
             experiment = getattr(logger, "_experiment", None)
             if experiment is not None and hasattr(experiment, "finish"):
                 experiment.finish()
+
+
+class RunLogFileHandler(logging.FileHandler):
+    """Hydra's run log file (``<run folder>/<task>.log``), silent when stdout or stderr already is that file.
+
+    ``make paper`` and ``make ablation`` send a step's stdout and stderr to ``<run folder>/train.log``,
+    the very file Hydra's job log writes: every line reached it twice, once from Hydra's console
+    handler through the redirection and once from this handler. Writing nothing then keeps one copy.
+    ``conf/hydra/default.yaml`` puts it in place of Hydra's ``logging.FileHandler``.
+    """
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None, delay: bool = False,
+                 errors: str | None = None) -> None:
+        super().__init__(filename, mode=mode, encoding=encoding, delay=True, errors=errors)
+        self.mirrored = _console_is(self.baseFilename)
+        if not delay and not self.mirrored:
+            self.stream = self._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.mirrored:
+            super().emit(record)
+
+
+def _console_is(path: str) -> bool:
+    """Whether file descriptor 1 or 2 (stdout, stderr) is the existing file ``path``."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return False
+    for fd in (1, 2):
+        try:
+            console = os.fstat(fd)
+        except OSError:
+            continue
+        if (console.st_dev, console.st_ino) == (target.st_dev, target.st_ino):
+            return True
+    return False
