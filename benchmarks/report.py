@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from neocascade.pipelines.common import marked_sections, replace_section  # noqa: E402
 from neocascade.utils.atomic import atomic_path, save_json, save_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,7 +267,12 @@ def main() -> int:
     parts = _load()
     summary = merge(parts)
     save_json(BENCH / "bench.json", summary, overwrite=True)
-    save_text(DOCS / "benchmarks.md", markdown(summary), overwrite=True)
+    text = markdown(summary)
+    # sections other scripts write into the same file (bench_dask.py's) survive the rewrite
+    old = (DOCS / "benchmarks.md").read_text() if (DOCS / "benchmarks.md").is_file() else ""
+    for name, body in marked_sections(old).items():
+        text = replace_section(text, name, body)
+    save_text(DOCS / "benchmarks.md", text, overwrite=True)
     figure(summary, DOCS / "bench.png")
     print(f"wrote {BENCH / 'bench.json'}, {DOCS / 'benchmarks.md'}, {DOCS / 'bench.png'}")
     return 0

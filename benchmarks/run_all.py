@@ -25,6 +25,7 @@ SCRIPTS = {
     "candidates": ("candidates", ["--repeats", "5"]),
     "simulator": ("simulator", ["--runs", "5", "--out", str(HERE.parent / "outputs/bench/simulator.json")]),
     "training": ("training", ["--runs", "2", "--rf-samples", "10000"]),
+    "dask": ("dask", ["--quadrants", "12"]),  # serial loop vs Dask 1 and 2 workers; writes its own docs section
 }
 
 

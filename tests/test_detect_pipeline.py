@@ -39,8 +39,10 @@ def tiny_artifact(path: Path, *, threshold: float, logit: float = 0.0, veto: dic
 
 
 def config(tmp_path: Path, *overrides: str):
+    """The detect config; the serial loop unless overridden, since a monkeypatched cascade lives in this process."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("detect", overrides=[f"paths.outputs={tmp_path / 'outputs'}", "progress=false", *overrides])
+        return compose("detect", overrides=[f"paths.outputs={tmp_path / 'outputs'}", "progress=false", "cluster=none",
+                                            *overrides])
 
 
 @pytest.fixture
@@ -133,7 +135,8 @@ def test_challenge_layout_needs_allow_pickle(tmp_path, fake_cascade, capsys):
     assert detect(cfg) == 0
     assert positions(rows_of(tmp_path / "a")) == [("0", 30.0, 30.0)]
     capsys.readouterr()
-    assert detect(config(tmp_path, f"input={tmp_path / 'challenge'}", "artifact=x.pt", f"out={tmp_path / 'b'}")) == 1
+    # the only input is bad: exit 2, not 1
+    assert detect(config(tmp_path, f"input={tmp_path / 'challenge'}", "artifact=x.pt", f"out={tmp_path / 'b'}")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "asteroid_injected_information_0.npz" in err[0] and "allow_pickle=true" in err[0]
 
@@ -264,3 +267,94 @@ def test_bin_image_nan_aware_block_mean():
     assert np.isnan(binned).all()
     binned, _ = bin_image(image, max_side=3, reduce="max")
     np.testing.assert_array_equal(binned, [[6.0, 8.0], [16.0, 18.0]])  # NaN never wins a block
+
+
+def trail_npz(path: Path) -> tuple[Path, np.ndarray]:
+    """A 256x256 npz image (exptime 30 s) holding one 120 px trail and one point source; the trail's end points."""
+    from neocascade.io.npz import write_canonical
+    from neocascade.simulation.fast_movers import render_long_trail
+
+    image = blob_image(shape=(256, 256), sources=((40, 200),), noise=6.0, seed=11)
+    x, y, length, angle = 120.0, 140.0, 120.0, 30.0
+    p = render_long_trail(image.shape, x=x, y=y, length=length, angle=angle, flux=20000.0, fwhm=2.2, beta=3.0)
+    np.add.at(image, (p.rows, p.cols), p.values.astype(np.float32))
+    half = 0.5 * length * np.array([np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))])
+    ends = np.array([[x, y] - half, [x, y] + half])
+    return write_canonical(path, image[None], np.empty((0, 6)), {"source": "test"}, exptime=np.array([30.0])), ends
+
+
+def test_trails_default_adds_one_trail_row_and_merges_its_points(tmp_path, fake_cascade):
+    data, ends = trail_npz(tmp_path / "images_0.npz")
+    out = tmp_path / "det"
+    assert detect(config(tmp_path, f"input={data}", "artifact=x.pt", f"out={out}", "trails=default")) == 0
+    rows = rows_of(out)
+    trails = [r for r in rows if r["kind"] == "trail"]
+    assert len(trails) == 1 and [r["kind"] for r in rows] == ["point", "trail"]  # the trail's points merged into it
+    (trail,) = trails
+    found = np.array([[float(trail["x1"]), float(trail["y1"])], [float(trail["x2"]), float(trail["y2"])]])
+    if np.abs(found - ends).sum() > np.abs(found[::-1] - ends).sum():
+        found = found[::-1]
+    np.testing.assert_allclose(found, ends, atol=2.0)
+    assert float(trail["rate"]) == pytest.approx(float(trail["length"]) * 1.01 * 2.0, rel=1e-3)  # px -> "/min at 30 s
+    (point,) = [r for r in rows if r["kind"] == "point"]
+    assert (float(point["x"]), float(point["y"])) == (200.0, 40.0) and point["length"] == "" and point["x1"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trails"].startswith("TrailDetector(") and (summary["detections"], summary["trail_rows"]) == (2, 1)
+    assert (out / "overlays" / "images_0_0.png").is_file()
+
+
+def test_trails_none_gives_the_same_columns_and_no_trail_row(tmp_path, fake_cascade):
+    data, _ = trail_npz(tmp_path / "images_0.npz")
+    out = tmp_path / "det"
+    assert detect(config(tmp_path, f"input={data}", "artifact=x.pt", f"out={out}")) == 0
+    rows = rows_of(out)
+    assert list(rows[0]) == list(CATALOGUE_COLUMNS) and len(rows) > 2  # the trail's points stay separate detections
+    assert {r["kind"] for r in rows} == {"point"} and {r["length"] for r in rows} == {""}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trails"] is None and summary["trail_rows"] == 0
+
+
+def test_resumed_run_with_other_trail_settings_is_refused(tmp_path, fake_cascade, monkeypatch, capsys):
+    from neocascade.pipelines.detect import STATE_DIR, RunFolder
+
+    data, _ = trail_npz(tmp_path / "images_0.npz")
+    out = tmp_path / "det"
+    with monkeypatch.context() as patch:  # a run killed before it finished: its state stays behind
+        patch.setattr(RunFolder, "finish", lambda self: None)
+        assert detect(config(tmp_path, f"input={data}", "artifact=x.pt", f"out={out}", "trails=default")) == 0
+    assert (out / STATE_DIR).is_dir()
+    for other in ("trails=none", "trails.min_snr=9.0"):
+        with pytest.raises(SystemExit) as exit_info:
+            run(config(tmp_path, f"input={data}", "artifact=x.pt", f"out={out}", "trails=default", other))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and "unfinished run with other settings" in err[0], err
+    assert detect(config(tmp_path, f"input={data}", "artifact=x.pt", f"out={out}", "trails=default")) == 0  # resumes
+    assert json.loads((out / "summary.json").read_text())["resumed_files"] == 1 and not (out / STATE_DIR).exists()
+
+
+def test_bad_trail_settings_are_one_line(tmp_path, fake_cascade, capsys):
+    data, _ = trail_npz(tmp_path / "images_0.npz")
+    with pytest.raises(SystemExit) as exit_info:
+        run(config(tmp_path, f"input={data}", "artifact=x.pt", f"out={tmp_path / 'det'}", "trails=default",
+                   "trails.min_width=5.0"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: trails: cannot build 'neocascade.detection.trails.TrailDetector'") and \
+        "min_width <= max_width" in err[0]
+    assert not (tmp_path / "det" / "catalogue.csv").exists()
+
+
+def test_image_units_carry_the_exposure_time(tmp_path):
+    from neocascade.detection.inputs import iter_units
+
+    data, _ = trail_npz(tmp_path / "images_0.npz")
+    assert [u.exptime for u in iter_units(data)] == [30.0]
+    assert [u.exptime for u in iter_units(write_npz(tmp_path / "images_1.npz", blob_image()[None]))] == [None]
+    image = blob_image()
+    for value, expected in ((30.0, 30.0), (None, None), (0.0, None)):
+        header = tan_wcs().to_header()
+        if value is not None:
+            header["EXPTIME"] = value
+        path = tmp_path / f"e{value}.fits"
+        fits.PrimaryHDU(image, header=header).writeto(path)
+        assert [u.exptime for u in iter_units(path)] == [expected]

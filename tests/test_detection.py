@@ -240,7 +240,29 @@ def test_input_spec_errors_name_the_key(detector, key, value, message):
 def test_unbuildable_selector_is_one_line_but_stamps_do_not_need_it(detector):
     cascade = ThresholdCascade()
     cascade.input_spec["selector"] = {"_target_": "nowhere.Selector", "kernel": 16}
-    with pytest.raises(ValueError, match="cascade.input_spec.selector: cannot build 'nowhere.Selector'"):
+    with pytest.raises(ValueError, match="cascade.input_spec.selector._target_: not one of the project's selector classes"):
         detector.input_spec(cascade)
     stamp = blob_image(shape=(63, 63), sources=((31, 31),))
     assert detector.score_stamp(stamp, cascade)["detected"] is True
+
+
+def test_npz_units_carry_the_wcs_and_exposure_of_a_night_file(tmp_path):
+    """A night's canonical npz gives each image its own WCS, so catalogue rows get RA/Dec."""
+    from neocascade.detection.catalogue import pixel_to_sky
+    from neocascade.detection.inputs import iter_units
+    from neocascade.io.npz import write_canonical
+    from neocascade.io.observation import wcs_from_row
+
+    scale = 1.012 / 3600.0
+    rows = np.array([[150.0, 2.0, 32.5, 32.5, -scale, 0.0, 0.0, scale],
+                     [150.001, 2.0, 32.5, 32.5, -scale, 0.0, 0.0, scale]])
+    path = write_canonical(tmp_path / "night.npz", np.zeros((2, 64, 64), np.float32), np.zeros((0, 6)), {},
+                           obs_mjd=np.array([60310.2, 60310.22]), exptime=np.array([30.0, 30.0]), wcs=rows)
+    units = list(iter_units(path))
+    assert [u.exptime for u in units] == [30.0, 30.0]
+    for unit, row in zip(units, rows):
+        ra, dec = pixel_to_sky(unit.wcs, np.array([10.0]), np.array([20.0]))
+        want = wcs_from_row(row).pixel_to_world_values(10.0, 20.0)
+        np.testing.assert_allclose([ra[0], dec[0]], want, atol=1e-10)
+    plain = write_canonical(tmp_path / "plain.npz", np.zeros((1, 64, 64), np.float32), np.zeros((0, 6)), {})
+    assert next(iter(iter_units(plain))).wcs is None

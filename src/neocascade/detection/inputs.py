@@ -8,10 +8,14 @@ Kinds, told by file name first and by the first bytes when the name says nothing
 - ``fits``: a FITS difference image (``.fits``, ``.fit``, ``.fts``, ``.fz``, optionally ``.gz``),
   e.g. ZTF ``*scimrefdiffimg.fits.fz``; masked pixels from a mask HDU or NaN;
 - ``avro``: ZTF alert packets, one unit per alert.
+
+Every kind has its non-physical pixels masked (NaN) on the way in: non-finite values and those whose
+absolute value reaches the saturation level (a FITS header's ``SATURATE``, else ``saturation=``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -22,6 +26,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from neocascade.errors import input_error
+from neocascade.preprocess.filters import DEFAULT_SATURATION, _mask_invalid
 
 KINDS = ("npz", "challenge", "fits", "avro")
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
@@ -32,12 +37,13 @@ _MAGIC = ((b"SIMPLE  =", "fits"), (b"Obj\x01", "avro"), (b"PK\x03\x04", "npz"), 
 
 @dataclass(frozen=True)
 class ImageUnit:
-    """One image to search: where it came from, its pixels (NaN = masked) and its WCS (or None)."""
+    """One image to search: where it came from, its pixels (NaN = masked), its WCS and exposure time in s (or None)."""
 
     file: Path
     image: int
     pixels: np.ndarray
     wcs: Any = None
+    exptime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,7 @@ def iter_units(
     allow_pickle: bool = False,
     mask_hdu: int | str | None = None,
     bad_value: float | None = None,
+    saturation: float | None = DEFAULT_SATURATION,
 ) -> Iterator[ImageUnit | AlertUnit]:
     """Open one input file and yield its images (or alerts) one at a time.
 
@@ -133,6 +140,11 @@ def iter_units(
         Needed for the challenge layout (its information file is a pickle).
     mask_hdu, bad_value
         FITS only: passed to :func:`neocascade.io.fits.read_fits_image`.
+    saturation : float, optional
+        Saturation level in DN (a FITS header's ``SATURATE`` wins): pixels with ``|value| >=``
+        it become NaN, in alerts also difference pixels whose science or template pixel reaches
+        it. None masks only non-finite values and those beyond
+        :data:`~neocascade.preprocess.filters.ABSURD_DN`.
 
     Raises
     ------
@@ -144,26 +156,55 @@ def iter_units(
     if kind == "npz":
         from neocascade.io.npz import read_canonical
 
-        data = read_canonical(path)
+        data = read_canonical(path, truth="ignore")  # detection never uses the truth (issue 17 item 9)
         for i in range(data.n_images):
-            yield ImageUnit(path, i, data.image(i))
+            exptime = None if data.exptime is None else float(data.exptime[i])
+            wcs = None if data.wcs is None else _npz_wcs(data.wcs[i])  # a night's files carry one per image
+            yield ImageUnit(path, i, _mask_invalid(data.image(i), False, saturation), wcs, exptime=exptime)
     elif kind == "challenge":
         from neocascade.io.challenge import read_challenge
 
         k = int(_CHALLENGE_IMAGES.match(path.name).group(1))
         data = read_challenge(path.parent, k, allow_pickle=allow_pickle)
         for i in range(data.n_images):
-            yield ImageUnit(path, i, data.image(i))
+            yield ImageUnit(path, i, _mask_invalid(data.image(i), False, saturation))
     elif kind == "fits":
         from neocascade.io.fits import read_fits_image
 
-        fits_image = read_fits_image(path, mask_hdu=mask_hdu, bad_value=bad_value)
-        yield ImageUnit(path, 0, fits_image.image, getattr(fits_image, "wcs", None))
+        fits_image = read_fits_image(path, mask_hdu=mask_hdu, bad_value=bad_value, saturation=saturation)
+        yield ImageUnit(path, 0, fits_image.image, getattr(fits_image, "wcs", None), _exptime(fits_image.header))
     else:
         from neocascade.io.alerts import read_alerts
 
         for alert in read_alerts(path):
-            yield AlertUnit(path, alert)
+            yield AlertUnit(path, _mask_alert(alert, saturation))
+
+
+def _npz_wcs(row: np.ndarray) -> Any:
+    """The astropy WCS of one canonical npz WCS row (validated by the reader)."""
+    from neocascade.io.observation import wcs_from_row
+
+    return wcs_from_row(row)
+
+
+def _exptime(header: Any) -> float | None:
+    """A FITS header's ``EXPTIME`` in s, or None when it has no positive finite one (the rate stays unknown)."""
+    value = header.get("EXPTIME") if header is not None else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def _mask_alert(alert: Any, saturation: float | None) -> Any:
+    """``alert`` with its difference stamp masked where it, or the science or template pixel, is non-physical."""
+    difference = _mask_invalid(alert.difference, False, saturation)
+    if saturation is not None:
+        for stamp in (alert.science, alert.template):
+            if stamp is not None and np.shape(stamp) == difference.shape:
+                difference[np.asarray(stamp) >= saturation] = np.nan
+    if np.array_equal(np.isnan(difference), np.isnan(alert.difference)):
+        return alert
+    return dataclasses.replace(alert, difference=difference)
 
 
 def _listable(path: Path) -> bool:
