@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test calibrate bench paper paper-fg ablation ablation-fg ship lint clean
+.PHONY: help install demo test calibrate bench paper paper-fg ablation ablation-fg transfer transfer-fg ship lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -46,6 +46,14 @@ ablation: install  ## the seed's cascade, then each improvement added, on paper 
 
 ablation-fg: install  ## the same in the foreground
 	$(PY) -m neocascade.pipelines.ablation $(ABLATION_ARGS)
+
+transfer: install  ## train on the randomized sky family and on paper, measure on held-out skies, in the background (log: outputs/transfer/transfer.log); TRANSFER_ARGS=...
+	mkdir -p outputs/transfer
+	nohup $(PY) -m neocascade.pipelines.transfer $(TRANSFER_ARGS) > outputs/transfer/transfer.log 2>&1 &
+	@echo "make transfer runs in the background; follow it with: tail -f outputs/transfer/transfer.log"
+
+transfer-fg: install  ## the same in the foreground
+	$(PY) -m neocascade.pipelines.transfer $(TRANSFER_ARGS)
 
 ship: install  ## put a trained cascade into the package (fp16, <= 15 MB, with provenance): make ship ARTIFACT=outputs/.../cascade.pt
 	$(PY) -m neocascade.pipelines.ship artifact=$(ARTIFACT) $(SHIP_ARGS)

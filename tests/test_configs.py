@@ -187,3 +187,35 @@ def test_every_ablation_step_composes_and_builds(tmp_path):
         dm = instantiate(cfg.data)
         second = cfg.stage.get("second_model") or cfg.model
         instantiate(second, in_channels=dm.in_channels, cutout_size=dm.cutout_size)
+
+
+@pytest.mark.parametrize("config,group", [("detect", "cluster"), ("detect", "trails"), ("link", "link"),
+                                          ("train", "sky")])
+def test_every_option_of_the_newer_groups_composes(config, group, tmp_path):
+    """cluster, trails, link and sky: every file composes with its entry point, and what it names builds."""
+    from hydra.utils import instantiate
+
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        overrides = [f"{group}={option}", f"paths.outputs={tmp_path}"]
+        if config == "link":
+            overrides.append("input=x")
+        if config == "train":
+            overrides.append("data=tiny")
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config, overrides=overrides)
+        node = cfg[group] if group != "sky" else cfg.data.source.sim.get("sky")
+        if group in ("trails", "link") and node.get("_target_"):
+            built = instantiate(node)
+            assert type(built).__name__ in ("TrailDetector", "Linker")
+        elif group == "cluster":
+            assert str(node._target_).startswith("neocascade.pipelines.cluster.")
+        elif group == "sky" and option == "randomized":
+            assert "psf" in node.axes
+
+
+@pytest.mark.parametrize("preset", ["night", "night_val", "night_tiny", "long_trails", "long_trails_dev",
+                                    "held_crowded", "held_seeing", "held_wings", "held_bright"])
+def test_newer_data_presets_compose_for_simulation(preset, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("simulate", overrides=[f"data={preset}", f"paths.outputs={tmp_path}"])
+    assert cfg.data.name == preset and cfg.data.source.seed not in (7, 2021)

@@ -233,6 +233,32 @@ def fit_m50(mags: np.ndarray, found: np.ndarray) -> tuple[float, float, float]:
     return fit.m50, fit.m50_err, fit.width
 
 
+def fit_snr50(snr: np.ndarray, found: np.ndarray) -> tuple[float, float]:
+    """Peak SNR at 50 % completeness: ``(snr50, snr50_err)``, comparable across skies whose noise differs.
+
+    Parameters
+    ----------
+    snr : (M,) float array
+        Peak signal-to-noise of each injected asteroid (noiseless peak DN over the noise rms at its pixel).
+    found : (M,) bool array
+
+    Returns
+    -------
+    snr50, snr50_err : float
+        The logistic fit of :func:`fit_logistic` on ``-2.5 log10(snr)`` (an SNR magnitude, so the curve has
+        the same shape as completeness vs magnitude), mapped back: ``snr50 = 10**(-m50 / 2.5)``; the error
+        is propagated from ``m50_err``. NaN when the fit gives none; non-positive or non-finite SNRs are dropped.
+    """
+    snr = np.asarray(snr, dtype=np.float64).reshape(-1)
+    found = np.asarray(found, dtype=bool).reshape(-1)
+    if snr.shape != found.shape:
+        raise ValueError(f"snr, found: must have the same length, got {snr.size} and {found.size}")
+    ok = np.isfinite(snr) & (snr > 0)
+    fit = fit_logistic(-2.5 * np.log10(snr[ok]), found[ok])
+    snr50 = 10.0 ** (-fit.m50 / 2.5)
+    return float(snr50), float(snr50 * np.log(10.0) / 2.5 * fit.m50_err)
+
+
 def binned_miss_rate(
     values: np.ndarray, found: np.ndarray, *, bins: np.ndarray | int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 Usage: ``python -m neocascade.pipelines.ablation [key=value ...]`` (keys of ``conf/ablation.yaml``;
 ``reduced=true`` for a quick run). Each step is the train.py / evaluate.py commands a user would type, run by
-the same resumable runner as ``make paper`` (:mod:`neocascade.pipelines.paper`): train on ``data`` with the
+the same resumable runner as ``make paper`` (:mod:`neocascade.pipelines.runner`): train on ``data`` with the
 operating threshold (stage 2's, or the one stage's of ``stage=gated``) picked on the validation file for
 ``target_precision``; evaluate at those stored thresholds on
 ``data``'s test files and, unchanged, on the ``transfer`` preset's; time detection on full quadrants. The table
@@ -23,12 +23,13 @@ from omegaconf import DictConfig
 
 from neocascade.errors import input_error
 from neocascade.pipelines import paper as P
-from neocascade.pipelines.common import replace_section
-from neocascade.utils.atomic import save_json, save_text
+from neocascade.pipelines import runner as R
+from neocascade.pipelines.common import write_section
+from neocascade.utils.atomic import save_json
 
 log = logging.getLogger("neocascade.ablation")
 
-CONF = P.ROOT / "conf" / "ablation.yaml"
+CONF = R.ROOT / "conf" / "ablation.yaml"
 SECTION = "ablation"  # marker name of the table's section in the results file
 
 
@@ -40,11 +41,11 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
-def plan(cfg: DictConfig, *, python: str | None = None) -> list[P.Step]:
+def plan(cfg: DictConfig, *, python: str | None = None) -> list[R.Step]:
     """Per step: train.py, evaluate.py on ``data`` and on ``transfer``, then the speed subtask."""
     py = python or sys.executable
     out = Path(cfg.out_dir)
-    shared = P.data_overrides(cfg)
+    shared = R.data_overrides(cfg)
     skip = {str(n) for n in (cfg.get("skip") or [])}
     steps = []
     for spec in cfg.steps:
@@ -53,7 +54,7 @@ def plan(cfg: DictConfig, *, python: str | None = None) -> list[P.Step]:
             continue
         folder = out / name
         artifact = folder / "cascade.pt"
-        step = P.Step(name=name, kind="train")
+        step = R.Step(name=name, kind="train")
         # the operating point, picked on the validation file: stage 2's threshold in a cascade, the single
         # stage's behind the gate (stage=gated)
         target = float(cfg.target_precision)
@@ -61,19 +62,19 @@ def plan(cfg: DictConfig, *, python: str | None = None) -> list[P.Step]:
         epochs = int(spec.get("epochs") or cfg.epochs)  # a step may train longer than the others
         train = [py, "train.py", *list(spec.overrides), *shared, f"trainer.max_epochs={epochs}", *point,
                  f"hydra.run.dir={folder}", *list(cfg.train_overrides)]
-        step.commands.append(P.Command("train", train, artifact, folder / "train.log"))
+        step.commands.append(R.Command("train", train, artifact, folder / "train.log"))
         for label, data in (("evaluate", None), ("transfer", str(cfg.transfer))):
             sub = "eval" if data is None else f"eval_{data}"
             ev = [py, "evaluate.py", f"artifact={artifact}", f"out_dir={folder / sub}", f"paths.cache={cfg.cache_dir}",
                   f"hydra.run.dir={folder / (sub + '_run')}", "eval.operating_point=artifact",
                   f"eval.target_precision={float(cfg.target_precision)}", *list(cfg.eval_overrides)]
             if data is not None:
-                ev[3:3] = [f"data={data}", f"data.source.images_per_file={P.images_per_file(cfg)}"]
-            step.commands.append(P.Command(label, ev, folder / sub / "metrics.json", folder / f"{label}.log"))
+                ev[3:3] = [f"data={data}", f"data.source.images_per_file={R.images_per_file(cfg)}"]
+            step.commands.append(R.Command(label, ev, folder / sub / "metrics.json", folder / f"{label}.log"))
         speed = [py, "-m", "neocascade.pipelines.ablation", "speed", f"artifact={artifact}", f"data={cfg.data}",
                  f"n_images={int(cfg.speed.n_images)}", f"repeats={int(cfg.speed.repeats)}",
                  f"threads={int(cfg.speed.threads)}", f"out={folder / 'speed'}"]
-        step.commands.append(P.Command("speed", speed, folder / "speed" / P.DONE_FILE, folder / "speed.log"))
+        step.commands.append(R.Command("speed", speed, folder / "speed" / R.DONE_FILE, folder / "speed.log"))
         steps.append(step)
     return steps
 
@@ -96,7 +97,7 @@ def speed_task(args: Sequence[str]) -> dict:
     torch.set_num_threads(threads)
     cascade = load_cascade(own["artifact"])
     spec = input_spec(cascade)
-    data = P._compose_train([f"data={own['data']}"]).data
+    data = R._compose_train([f"data={own['data']}"]).data
     source = instantiate(data.source)
     images = [np.asarray(source.read(int(data.split.test[0]), i)[0]) for i in range(n_images)]
     detect_image(images[0], cascade, spec=spec)  # warm-up: layouts, oneDNN primitive caches
@@ -109,22 +110,22 @@ def speed_task(args: Sequence[str]) -> dict:
     seconds = statistics.median(times)
     result = {"seconds_per_quadrant": seconds, "quadrants_per_s": 1.0 / seconds, "seconds_all": times,
               "threads": threads, "n_images": n_images, "shape": list(images[0].shape), "repeats": repeats}
-    save_json(Path(own["out"]) / P.DONE_FILE, result, overwrite=True)
+    save_json(Path(own["out"]) / R.DONE_FILE, result, overwrite=True)
     log.info("%s: %.2f quadrants/s on %d threads", own["artifact"], result["quadrants_per_s"], threads)
     return result
 
 
 # ---------------------------------------------------------------------------------------------- results
-def collect(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> dict:
+def collect(cfg: DictConfig, *, cwd: str | Path = R.ROOT) -> dict:
     """Each step's train, evaluate (both presets) and speed outputs, and the runner's record."""
     out = Path(cwd) / cfg.out_dir
     found: dict[str, Any] = {}
     for spec in cfg.steps:
         folder = out / str(spec.name)
-        found[str(spec.name)] = {"train": P._read(folder / "metrics.json"), "eval": P._read(folder / "eval" / "metrics.json"),
-                                 "transfer": P._read(folder / f"eval_{cfg.transfer}" / "metrics.json"),
-                                 "speed": P._read(folder / "speed" / P.DONE_FILE)}
-    found["_steps"] = P._read(out / P.STEPS_FILE)
+        found[str(spec.name)] = {"train": R._read(folder / "metrics.json"), "eval": R._read(folder / "eval" / "metrics.json"),
+                                 "transfer": R._read(folder / f"eval_{cfg.transfer}" / "metrics.json"),
+                                 "speed": R._read(folder / "speed" / R.DONE_FILE)}
+    found["_steps"] = R._read(out / R.STEPS_FILE)
     return found
 
 
@@ -135,7 +136,7 @@ def _m50(ev: Mapping[str, Any]) -> str:
 
 def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
     """The ablation section: one row per step, both presets, speed and training minutes."""
-    n = P.images_per_file(cfg)
+    n = R.images_per_file(cfg)
     lines = ["## Beyond the seed: ablation" + (f" (REDUCED: {n} images per file)" if cfg.reduced else ""), "",
              f"Generated by `python -m neocascade.pipelines.ablation{' reduced=true' if cfg.reduced else ''}` from "
              f"`{cfg.out_dir}/`. Each row adds one change to the row above (or to the earlier step it names). Trained on `{cfg.data}` ({n} quadrants "
@@ -161,10 +162,10 @@ def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
         qps = (res.get("speed") or {}).get("quadrants_per_s")
         lines.append(
             f"| {spec.name} | {spec.get('what', '')} | {_val_found(paper_res['eval'])} | "
-            f"{P._fmt(P._e2e(paper_res, 'completeness'))} | {P._fmt(P._e2e(paper_res, 'completeness_visible'))} | "
-            f"{P._fmt(P._e2e(paper_res, 'purity'))} | {_m50(paper_res['eval'])} | "
-            f"{P._fmt(P._e2e(shifted_res, 'completeness'))} | {P._fmt(P._e2e(shifted_res, 'purity'))} | "
-            f"{_m50(shifted_res['eval'])} | {P._fmt(qps, 2)} | {P._fmt(None if train_s is None else train_s / 60, 1)} |")
+            f"{R._fmt(P._e2e(paper_res, 'completeness'))} | {R._fmt(P._e2e(paper_res, 'completeness_visible'))} | "
+            f"{R._fmt(P._e2e(paper_res, 'purity'))} | {_m50(paper_res['eval'])} | "
+            f"{R._fmt(P._e2e(shifted_res, 'completeness'))} | {R._fmt(P._e2e(shifted_res, 'purity'))} | "
+            f"{_m50(shifted_res['eval'])} | {R._fmt(qps, 2)} | {R._fmt(None if train_s is None else train_s / 60, 1)} |")
     if cfg.get("recommended"):
         lines += ["", f"`experiment=neocascade` is step `{cfg.recommended}`: most validation positives found at the "
                   "operating point (chosen on the validation file, never on test; a tie goes to the later step). "
@@ -181,22 +182,19 @@ def _val_found(ev: Mapping[str, Any]) -> str:
     return f"{round(recall * positives)} / {positives}"
 
 
-def write_results(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> Path | None:
+def write_results(cfg: DictConfig, *, cwd: str | Path = R.ROOT) -> Path | None:
     """Put the table into the ablation section of ``cfg.results`` (created when missing)."""
     if not cfg.get("results"):
         return None
-    path = Path(cwd) / cfg.results
-    text = path.read_text() if path.is_file() else ""
-    save_text(path, replace_section(text, SECTION, render_table(cfg, collect(cfg, cwd=cwd))), overwrite=True)
-    return path
+    return write_section(cfg.results, SECTION, render_table(cfg, collect(cfg, cwd=cwd)), cwd=cwd)
 
 
-def run_ablation(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> dict:
+def run_ablation(cfg: DictConfig, *, cwd: str | Path = R.ROOT) -> dict:
     """Run the plan, then write the table; returns the steps record."""
     out = Path(cwd) / cfg.out_dir
-    P.check_run_settings(cfg, out)
+    R.check_run_settings(cfg, out)
     start = time.perf_counter()
-    record = P.run_plan(plan(cfg), record_path=out / P.STEPS_FILE, cwd=cwd)
+    record = R.run_plan(plan(cfg), record_path=out / R.STEPS_FILE, cwd=cwd)
     path = write_results(cfg, cwd=cwd)
     log.info("ablation: finished in %.0f s; table in %s", time.perf_counter() - start, path)
     return record
@@ -204,7 +202,7 @@ def run_ablation(cfg: DictConfig, *, cwd: str | Path = P.ROOT) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``ablation [key=value ...]`` runs the plan; ``ablation speed ...`` times one artifact."""
-    return P.runner_main(list(sys.argv[1:] if argv is None else argv), subtasks={"speed": speed_task},
+    return R.runner_main(list(sys.argv[1:] if argv is None else argv), subtasks={"speed": speed_task},
                          run=lambda args: run_ablation(load_config(args)))
 
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from neocascade.simulation.psf import moffat, render_points, stamp_radius
+from neocascade.simulation.psf import PSFShape, local_fwhm, moffat, psf_profile, render_points, stamp_radius
 from neocascade.simulation.streaks import line_pixels
 
 
@@ -42,6 +42,14 @@ def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float], size: in
     return np.exp(rng.uniform(lo, hi, size))
 
 
+def _psf(dx: np.ndarray, dy: np.ndarray, *, fwhm: float, beta: float, psf: PSFShape | None,
+         at: tuple[float, float]) -> np.ndarray:
+    """The image PSF for a source at ``at`` = (x, y): exactly :func:`moffat` when ``psf`` is None."""
+    if psf is None:
+        return moffat(dx, dy, fwhm=fwhm, beta=beta)
+    return psf_profile(dx, dy, fwhm=float(local_fwhm(fwhm, *at, psf)), beta=beta, shape=psf)
+
+
 def flux_of(magnitude: np.ndarray | float, zero_point: float) -> np.ndarray:
     """Total DN of a source: ``10**(-0.4 (m - zero_point))``."""
     return 10.0 ** (-0.4 * (np.asarray(magnitude, dtype=np.float64) - zero_point))
@@ -59,6 +67,7 @@ def star_residuals(
     magnitude_range: tuple[float, float],
     fraction_range: tuple[float, float],
     poisson: bool,
+    psf: PSFShape | None = None,
 ) -> list[Stamp]:
     """Imperfectly subtracted stars: dipoles (misregistration), rings (PSF mismatch), negative holes.
 
@@ -80,6 +89,9 @@ def star_residuals(
         Residual flux (sum of absolute values) as a fraction of the star's flux, log-uniform.
     poisson : bool
         Add the star's photon noise to the stamp.
+    psf : PSFShape, optional
+        Another PSF kind, ellipticity or FWHM gradient; None: round Moffat. Draws one star at a time
+        (the pre-sky order); :func:`star_residual_batch` draws crowded fields at once.
 
     Returns
     -------
@@ -97,15 +109,16 @@ def star_residuals(
         col0, row0 = int(np.rint(x)) - radius, int(np.rint(y)) - radius
         dx = col0 + grid[None, :] - x
         dy = row0 + grid[:, None] - y
-        star = moffat(dx, dy, fwhm=fwhm, beta=beta)
+        star = _psf(dx, dy, fwhm=fwhm, beta=beta, psf=psf, at=(x, y))
         star /= star.sum()
         kind = rng.integers(3)
         if kind == 0:  # dipole: science and reference misregistered by a fraction of a pixel
             theta = rng.uniform(0, 2 * np.pi)
             ux, uy = 0.15 * np.cos(theta), 0.15 * np.sin(theta)
-            shape_ = moffat(dx - ux, dy - uy, fwhm=fwhm, beta=beta) - moffat(dx + ux, dy + uy, fwhm=fwhm, beta=beta)
+            shape_ = (_psf(dx - ux, dy - uy, fwhm=fwhm, beta=beta, psf=psf, at=(x, y))
+                      - _psf(dx + ux, dy + uy, fwhm=fwhm, beta=beta, psf=psf, at=(x, y)))
         elif kind == 1:  # ring: PSF-matching kernel a little too wide or too narrow
-            wider = moffat(dx, dy, fwhm=fwhm * rng.uniform(1.1, 1.4), beta=beta)
+            wider = _psf(dx, dy, fwhm=fwhm * rng.uniform(1.1, 1.4), beta=beta, psf=psf, at=(x, y))
             shape_ = (wider / wider.sum() - star) * rng.choice([-1.0, 1.0])
         else:  # hole: the star got fainter, or the reference over-subtracts
             shape_ = -star
@@ -114,6 +127,103 @@ def star_residuals(
         if poisson:
             data += rng.standard_normal(data.shape) * np.sqrt(flux * star / gain)
         out.append(Stamp(row0, col0, data.astype(np.float32)))
+    return out
+
+
+def _counts_magnitudes(rng: np.random.Generator, bounds: tuple[float, float], slope: float, n: int) -> np.ndarray:
+    """Magnitudes with density ``10**(slope * m)`` on the bounds (inverse CDF); uniform when slope is 0."""
+    u = rng.random(n)
+    lo, hi = bounds
+    if slope == 0.0 or lo == hi:
+        return lo + u * (hi - lo)
+    a, b = 10.0 ** (slope * (lo - hi)), 1.0
+    return hi + np.log10(a + u * (b - a)) / slope
+
+
+def star_residual_batch(
+    shape: tuple[int, int],
+    *,
+    rng: np.random.Generator,
+    n: int,
+    fwhm: float,
+    beta: float,
+    zero_point: float,
+    gain: float,
+    magnitude_range: tuple[float, float],
+    fraction_range: tuple[float, float],
+    shift_range: tuple[float, float],
+    poisson: bool,
+    magnitude_slope: float = 0.0,
+    psf: PSFShape | None = None,
+    chunk: int = 512,
+) -> list[Stamp]:
+    """Star-subtraction residuals drawn all at once, for fields from a few to many thousands of stars.
+
+    The same three kinds as :func:`star_residuals` (dipole, ring, hole), vectorised over the stars
+    in chunks of ``chunk`` stamps, with a misregistration drawn per star from ``shift_range`` (px).
+
+    Parameters
+    ----------
+    shape, rng, n, fwhm, beta, zero_point, gain, magnitude_range, fraction_range, poisson, psf
+        As for :func:`star_residuals`.
+    shift_range : (float, float)
+        Dipole misregistration in px, uniform.
+    magnitude_slope : float
+        Star counts rise as ``10**(magnitude_slope * m)`` inside ``magnitude_range`` (0: uniform; ~0.3 real fields).
+    chunk : int
+        Stamps evaluated together (bounds memory: ``chunk * (6 fwhm + 5)**2`` floats per array).
+
+    Returns
+    -------
+    list of Stamp
+        One float32 stamp per residual, ``2 * radius + 1`` px square with ``radius = ceil(max(3 fwhm, 6)) + 2``
+        at the largest local FWHM: a residual holds a few per cent of the star's flux, so wings
+        beyond 3 FWHM are far below the noise.
+    """
+    if n <= 0:
+        return []
+    h, w = shape
+    x, y = rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)
+    flux = flux_of(_counts_magnitudes(rng, magnitude_range, magnitude_slope, n), zero_point)
+    amplitude = flux * _log_uniform(rng, fraction_range, n)
+    kind = rng.integers(3, size=n)
+    theta = rng.uniform(0, 2 * np.pi, n)
+    shift = rng.uniform(*shift_range, n)
+    widen = rng.uniform(1.1, 1.4, n)
+    sign = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    local = local_fwhm(fwhm, x, y, psf)
+    radius = int(np.ceil(max(3.0 * float(local.max()), 6.0))) + 2
+    grid = np.arange(2 * radius + 1, dtype=np.float64)
+    col0 = np.rint(x).astype(np.int64) - radius
+    row0 = np.rint(y).astype(np.int64) - radius
+    shape_psf = psf if psf is not None else PSFShape()
+    out = []
+    for lo in range(0, n, chunk):
+        sl = slice(lo, min(lo + chunk, n))
+        f = local[sl][:, None, None]
+        dx = (col0[sl] - x[sl])[:, None, None] + grid[None, None, :]
+        dy = (row0[sl] - y[sl])[:, None, None] + grid[None, :, None]
+        star = psf_profile(dx, dy, fwhm=f, beta=beta, shape=shape_psf)
+        star /= star.sum(axis=(1, 2), keepdims=True)
+        data = -star  # hole: the star got fainter, or the reference over-subtracts
+        k = kind[sl]
+        dip = np.flatnonzero(k == 0)
+        if dip.size:  # dipole: science and reference misregistered by a fraction of a pixel
+            ux = (shift[sl][dip] * np.cos(theta[sl][dip]))[:, None, None]
+            uy = (shift[sl][dip] * np.sin(theta[sl][dip]))[:, None, None]
+            data[dip] = (psf_profile(dx[dip] - ux, dy[dip] - uy, fwhm=f[dip], beta=beta, shape=shape_psf)
+                         - psf_profile(dx[dip] + ux, dy[dip] + uy, fwhm=f[dip], beta=beta, shape=shape_psf))
+        ring = np.flatnonzero(k == 1)
+        if ring.size:  # ring: PSF-matching kernel a little too wide or too narrow
+            wider = psf_profile(dx[ring], dy[ring], fwhm=f[ring] * widen[sl][ring][:, None, None], beta=beta,
+                                shape=shape_psf)
+            wider /= wider.sum(axis=(1, 2), keepdims=True)
+            data[ring] = (wider - star[ring]) * sign[sl][ring][:, None, None]
+        data *= (amplitude[sl] / np.abs(data).sum(axis=(1, 2)))[:, None, None]
+        if poisson:
+            data += rng.standard_normal(data.shape) * np.sqrt(flux[sl][:, None, None] * star / gain)
+        data = data.astype(np.float32)
+        out.extend(Stamp(int(r), int(c), d) for r, c, d in zip(row0[sl], col0[sl], data))
     return out
 
 
@@ -262,15 +372,16 @@ def transients(
     magnitude_range: tuple[float, float],
     negative_fraction: float,
     poisson: bool,
+    psf: PSFShape | None = None,
 ) -> list[Stamp]:
-    """Real transients and variable stars: PSF-shaped point sources, positive or negative."""
+    """Real transients and variable stars: PSF-shaped point sources, positive or negative (``psf``: see render_points)."""
     if n == 0:
         return []
     h, w = shape
     x, y = rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)
     flux = flux_of(rng.uniform(*magnitude_range, n), zero_point)
     sign = np.where(rng.random(n) < negative_fraction, -1.0, 1.0)
-    stamps, row0, col0 = render_points(x, y, fwhm=fwhm, beta=beta, radius=stamp_radius(fwhm))
+    stamps, row0, col0 = render_points(x, y, fwhm=fwhm, beta=beta, radius=stamp_radius(fwhm), psf=psf)
     data = stamps * flux[:, None, None]
     if poisson:
         data = rng.poisson(data * gain) / gain

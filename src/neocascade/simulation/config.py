@@ -11,6 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from neocascade.simulation.psf import PSF_KINDS
+from neocascade.simulation.sky import SkyRanges, sky_ranges
+
 QUADRANT_SHAPE = (3080, 3072)  # rows, cols of a ZTF CCD quadrant
 
 
@@ -38,12 +41,19 @@ class SimConfig:
     noise_variation: float = 0.08  # relative rms of the smooth noise map across one image
     noise_grid: int = 5  # nodes per side of the low-resolution noise map (bilinear upsampling)
     noise_correlation: float = 0.1  # adjacent-pixel correlation left by PSF matching; real r-band stamps: 0.08
+    background_rms: float = 0.0  # DN rms of a low-frequency residual background (imperfect sky subtraction); seed: flat
+    background_grid: int = 5  # nodes per side of that background (bilinear upsampling): ~770 px structures
 
     # point-spread function: Moffat (1 + r^2/alpha^2)^-beta, broader wings than a Gaussian
     fwhm: float = 2.2  # median per-image FWHM in px (real r-band alerts: 2.05-2.27)
     fwhm_scatter: float = 0.2  # log-normal scatter of the per-image FWHM
     fwhm_range: tuple[float, float] = (1.3, 3.1)  # clip (the seed's seeing range)
     moffat_beta_range: tuple[float, float] = (2.5, 4.0)  # per image, uniform; typical ground-based wings
+    psf_kind: str = "moffat"  # moffat | gaussian | core_halo (Gaussian core + Moffat halo); the seed: moffat
+    halo_fraction: float = 0.2  # core_halo only: flux share of the halo
+    halo_scale: float = 3.0  # core_halo only: halo FWHM / core FWHM
+    ellipticity_range: tuple[float, float] = (0.0, 0.0)  # 1 - b/a per image, uniform, at a uniform angle; seed: round
+    fwhm_gradient: float = 0.0  # relative FWHM change from the centre to a corner, random direction per image
 
     # asteroids
     magnitude_mean: float = 17.1  # tuned so the median 3x3 peak over asteroids is ~500 DN (seed)
@@ -57,6 +67,9 @@ class SimConfig:
     star_residual_rate: float = 60.0  # per quadrant (most stars subtract cleanly)
     star_magnitude_range: tuple[float, float] = (12.0, 19.0)  # magnitudes of the stars that leave residuals
     residual_fraction_range: tuple[float, float] = (0.005, 0.05)  # residual flux / star flux, log-uniform
+    batch_residuals: bool = False  # draw all residuals at once (fast for crowded fields); False: the seed's per-star order
+    star_magnitude_slope: float = 0.0  # batch_residuals only: counts rise as 10**(slope m); real fields ~0.3
+    dipole_shift_range: tuple[float, float] = (0.15, 0.15)  # batch_residuals only: dipole misregistration in px
 
     # saturated stars: NaN cores, NaN bleed columns, strong ring residuals
     saturated_rate: float = 3.0  # per quadrant
@@ -74,6 +87,13 @@ class SimConfig:
     # long streaks
     satellite_probability: float = 0.08  # per image: a satellite or airplane crosses the quadrant
     satellite_dn_range: tuple[float, float] = (15.0, 400.0)  # peak DN across the streak, log-uniform
+    satellite_flare_probability: float = 0.0  # share of streaks with a glint (2-10x over 20-300 px); seed: none
+    satellite_dash_probability: float = 0.0  # share of dashed (blinking) satellite streaks; seed: none
+
+    # fast movers (NEOs close to the Earth): trails of tens to hundreds of px, added after the asteroids
+    fast_mover_rate: float = 0.0  # per quadrant (Poisson); 0 reproduces the seed (trails <= 10 px only)
+    fast_mover_length_range: tuple[float, float] = (10.0, 300.0)  # px, uniform: 10 deg/day to ~1 deg/h in 30 s
+    fast_mover_magnitude_range: tuple[float, float] = (13.5, 18.5)  # total magnitude of the trail, uniform
 
     # real transients and variable stars: PSF-like, positive or negative (hardest negatives)
     transient_rate: float = 12.0  # per quadrant
@@ -86,8 +106,13 @@ class SimConfig:
     masked_region_rate: float = 1.0  # NaN rectangles per quadrant (ghosts, bad amplifier regions)
     masked_region_size_range: tuple[float, float] = (100.0, 550.0)  # side in px at full size
 
+    # per-image randomization: None draws every image from the knobs above; a SkyRanges (or mapping of its
+    # fields, data.source.sim.sky) draws each image's knobs from a wide family (neocascade.simulation.sky)
+    sky: SkyRanges | None = None
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        object.__setattr__(self, "sky", sky_ranges(self.sky))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_range"):
@@ -95,9 +120,26 @@ class SimConfig:
         _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly dict of every knob (for file metadata and cache keys)."""
-        out = dataclasses.asdict(self)
+        """Plain JSON-friendly dict of every knob (for file metadata and cache keys).
+
+        Knobs added with the sky family are left out while at their defaults, so the cache key of a
+        config that predates them (and simulates identical pixels) does not change.
+        """
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in _SKY_KNOBS | _TRAIL_KNOBS or getattr(self, f.name) != f.default}
+        if out.get("sky") is not None:
+            out["sky"] = self.sky.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+# added with the randomized sky family; their defaults reproduce the earlier simulator bit for bit
+_SKY_KNOBS = frozenset({"psf_kind", "halo_fraction", "halo_scale", "ellipticity_range", "fwhm_gradient",
+                        "background_rms", "background_grid", "batch_residuals", "star_magnitude_slope",
+                        "dipole_shift_range", "sky"})
+
+# added with the fast movers (issue 15); at their defaults nothing is drawn, so pixels and cache keys stay the same
+_TRAIL_KNOBS = frozenset({"satellite_flare_probability", "satellite_dash_probability", "fast_mover_rate",
+                          "fast_mover_length_range", "fast_mover_magnitude_range"})
 
 
 def _validate(c: SimConfig) -> None:
@@ -125,6 +167,18 @@ def _validate(c: SimConfig) -> None:
         raise ValueError(f"sim.noise_correlation: must be in [0, 0.7), got {c.noise_correlation}")
     if c.noise_grid < 2:
         raise ValueError(f"sim.noise_grid: must be >= 2, got {c.noise_grid}")
+    if c.background_grid < 2:
+        raise ValueError(f"sim.background_grid: must be >= 2, got {c.background_grid}")
+    if c.psf_kind not in PSF_KINDS:
+        raise ValueError(f"sim.psf_kind: must be one of {', '.join(PSF_KINDS)}, got {c.psf_kind!r}")
+    if not (0.0 <= c.ellipticity_range[0] and c.ellipticity_range[1] < 1.0):
+        raise ValueError(f"sim.ellipticity_range: must lie in [0, 1), got {c.ellipticity_range}")
+    if c.halo_fraction >= 1.0 or c.halo_scale < 1.0 or c.fwhm_gradient > 0.5:
+        raise ValueError(f"sim: need halo_fraction < 1, halo_scale >= 1 and fwhm_gradient <= 0.5, got "
+                         f"{c.halo_fraction}, {c.halo_scale}, {c.fwhm_gradient}")
+    if not c.batch_residuals and (c.star_magnitude_slope != 0.0 or c.dipole_shift_range != (0.15, 0.15)):
+        raise ValueError("sim.batch_residuals: star_magnitude_slope and dipole_shift_range need batch_residuals=true, "
+                         f"got {c.star_magnitude_slope}, {c.dipole_shift_range}")
     for name in ("fast_fraction", "satellite_probability", "transient_negative_fraction", "dead_border_probability"):
         value = getattr(c, name)
         if not 0.0 <= value <= 1.0:

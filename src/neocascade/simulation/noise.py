@@ -100,6 +100,33 @@ def rms_map(
     return ((wy @ nodes.astype(np.float32)) @ wx.T).astype(np.float32, copy=False)
 
 
+def background_map(shape: tuple[int, int], *, rng: np.random.Generator, rms: float, grid: int) -> np.ndarray:
+    """Low-frequency residual background of a difference image (imperfect sky subtraction, scattered light).
+
+    Parameters
+    ----------
+    shape : (H, W)
+        Output shape.
+    rng : np.random.Generator
+        Source of randomness.
+    rms : float
+        Standard deviation of the ``grid`` x ``grid`` Gaussian nodes in DN.
+    grid : int
+        Nodes per side (>= 2); structure scale is about ``H / (grid - 1)``.
+
+    Returns
+    -------
+    (H, W) float32
+        Bilinear upsampling of the nodes: smooth, zero mean in expectation, no pixel-scale structure.
+    """
+    if rms < 0 or grid < 2:
+        raise ValueError(f"background: need rms >= 0 and grid >= 2, got {rms}, {grid}")
+    nodes = (rms * rng.standard_normal((grid, grid))).astype(np.float32)
+    wy = _interp_weights(int(shape[0]), grid)
+    wx = _interp_weights(int(shape[1]), grid)
+    return ((wy @ nodes) @ wx.T).astype(np.float32, copy=False)
+
+
 def _interp_weights(n: int, grid: int) -> np.ndarray:
     """(n, grid) matrix of linear-interpolation weights from grid nodes spread over n pixels."""
     pos = np.linspace(0.0, grid - 1.0, n)

@@ -1,6 +1,8 @@
-"""Moffat point-spread function: rendering small stamps and measuring FWHM."""
+"""Point-spread functions (round Moffat; Gaussian, core + halo, elliptical, varying FWHM): stamps and FWHM."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize
@@ -23,9 +25,9 @@ def stamp_radius(fwhm: float, *, extent: float = 0.0) -> int:
 
 
 def render_points(
-    x: np.ndarray, y: np.ndarray, *, fwhm: float, beta: float, radius: int
+    x: np.ndarray, y: np.ndarray, *, fwhm: float, beta: float, radius: int, psf: PSFShape | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render unit-flux Moffat sources, one stamp each.
+    """Render unit-flux PSF sources (round Moffat unless ``psf`` says otherwise), one stamp each.
 
     Parameters
     ----------
@@ -35,6 +37,8 @@ def render_points(
         Moffat FWHM in px and wing index.
     radius : int
         Stamp half-size; stamps are ``2 * radius + 1`` px square.
+    psf : PSFShape, optional
+        Kind, ellipticity and FWHM gradient (evaluated at each source's position).
 
     Returns
     -------
@@ -50,7 +54,10 @@ def render_points(
     grid = np.arange(2 * radius + 1, dtype=np.float64)
     dx = (col0 - x)[:, None, None] + grid[None, None, :]
     dy = (row0 - y)[:, None, None] + grid[None, :, None]
-    stamps = moffat(dx, dy, fwhm=fwhm, beta=beta)
+    if psf is None:
+        stamps = moffat(dx, dy, fwhm=fwhm, beta=beta)
+    else:
+        stamps = psf_profile(dx, dy, fwhm=local_fwhm(fwhm, x, y, psf)[:, None, None], beta=beta, shape=psf)
     stamps /= stamps.sum(axis=(1, 2), keepdims=True)
     return stamps.astype(np.float32), row0, col0
 
@@ -97,3 +104,104 @@ def measure_fwhm(stamp: np.ndarray, *, beta: float | None = None) -> float:
     except ValueError:
         return float("nan")
     return float(fit.x[3]) if fit.success else float("nan")
+
+
+PSF_KINDS = ("moffat", "gaussian", "core_halo")
+
+
+@dataclass(frozen=True)
+class PSFShape:
+    """How one image's PSF departs from the round Moffat of :func:`moffat`.
+
+    Attributes
+    ----------
+    kind : str
+        ``moffat``, ``gaussian`` or ``core_halo`` (a Gaussian core plus a Moffat halo).
+    ellipticity : float
+        ``1 - b/a`` in [0, 1); the FWHM is the geometric mean of the major and minor axes.
+    angle : float
+        Major axis, degrees from +x towards +y.
+    halo_fraction, halo_scale : float
+        ``core_halo`` only: share of the flux in the halo, and halo FWHM / core FWHM.
+    gradient : (float, float)
+        Relative FWHM change per px along x and y from ``centre`` (mild variation across the quadrant).
+    centre : (float, float)
+        (x, y) in px where the FWHM equals the image's FWHM.
+    """
+
+    kind: str = "moffat"
+    ellipticity: float = 0.0
+    angle: float = 0.0
+    halo_fraction: float = 0.0
+    halo_scale: float = 3.0
+    gradient: tuple[float, float] = (0.0, 0.0)
+    centre: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.kind not in PSF_KINDS:
+            raise ValueError(f"psf.kind: must be one of {', '.join(PSF_KINDS)}, got {self.kind!r}")
+        if not 0.0 <= self.ellipticity < 1.0:
+            raise ValueError(f"psf.ellipticity: must be in [0, 1), got {self.ellipticity}")
+        if not 0.0 <= self.halo_fraction < 1.0 or self.halo_scale < 1.0:
+            raise ValueError(f"psf.halo: need 0 <= halo_fraction < 1 and halo_scale >= 1, got "
+                             f"{self.halo_fraction}, {self.halo_scale}")
+
+    @property
+    def is_round_moffat(self) -> bool:
+        """True when the profile is exactly :func:`moffat` everywhere (the pre-sky simulator)."""
+        return self.kind == "moffat" and self.ellipticity == 0.0 and self.gradient == (0.0, 0.0)
+
+
+def local_fwhm(fwhm: float, x: np.ndarray | float, y: np.ndarray | float, shape: PSFShape | None) -> np.ndarray:
+    """FWHM in px at image position(s) (x, y): ``fwhm * (1 + gx (x - cx) + gy (y - cy))``, floored at 0.5 fwhm."""
+    if shape is None or shape.gradient == (0.0, 0.0):
+        return np.broadcast_to(np.float64(fwhm), np.shape(x)).copy()
+    (gx, gy), (cx, cy) = shape.gradient, shape.centre
+    factor = 1.0 + gx * (np.asarray(x, dtype=np.float64) - cx) + gy * (np.asarray(y, dtype=np.float64) - cy)
+    return float(fwhm) * np.maximum(factor, 0.5)
+
+
+def psf_profile(
+    dx: np.ndarray, dy: np.ndarray, *, fwhm: float | np.ndarray, beta: float, shape: PSFShape | None = None
+) -> np.ndarray:
+    """Unnormalised PSF at offsets ``dx, dy`` (px) from the centre; :func:`moffat` when ``shape`` is None.
+
+    Parameters
+    ----------
+    dx, dy : float arrays
+        Offsets along x (columns) and y (rows); broadcast together.
+    fwhm : float or array
+        FWHM in px (an array must broadcast against ``dx``: one value per source).
+    beta : float
+        Moffat wing index (Moffat and the halo of ``core_halo``).
+    shape : PSFShape, optional
+        Kind and ellipticity; its gradient is applied by the caller through ``fwhm``.
+
+    Returns
+    -------
+    float64 array
+        Profile values; only ratios matter (stamps are normalised afterwards). For ``core_halo`` the
+        core and halo are each normalised to unit flux before mixing, so ``halo_fraction`` is a flux share.
+    """
+    if shape is None or (shape.kind == "moffat" and shape.ellipticity == 0.0 and np.ndim(fwhm) == 0):
+        return moffat(dx, dy, fwhm=float(fwhm), beta=beta)
+    fwhm = np.asarray(fwhm, dtype=np.float64)
+    r2 = dx * dx + dy * dy
+    if shape.ellipticity > 0.0:
+        q = 1.0 - shape.ellipticity
+        theta = np.deg2rad(shape.angle)
+        u = dx * np.cos(theta) + dy * np.sin(theta)
+        v = -dx * np.sin(theta) + dy * np.cos(theta)
+        r2 = u * u * q + v * v / q
+    if shape.kind == "moffat":
+        alpha2 = (fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))) ** 2
+        return (1.0 + r2 / alpha2) ** (-beta)
+    sigma2 = (fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))) ** 2
+    core = np.exp(-0.5 * r2 / sigma2)
+    if shape.kind == "gaussian":
+        return core
+    halo_fwhm = fwhm * shape.halo_scale
+    alpha2 = (halo_fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))) ** 2
+    halo = (1.0 + r2 / alpha2) ** (-beta)
+    f = shape.halo_fraction
+    return (1.0 - f) * core / (2.0 * np.pi * sigma2) + f * halo * (beta - 1.0) / (np.pi * alpha2)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 
 from neocascade.simulation import artifacts as art
+from neocascade.simulation import fast_movers as fm
 from neocascade.simulation.config import QUADRANT_SHAPE, SimConfig
-from neocascade.simulation.noise import correlated_noise, rms_map
+from neocascade.simulation.noise import background_map, correlated_noise, rms_map
+from neocascade.simulation.psf import PSFShape
+from neocascade.simulation.sky import draw_sky
 from neocascade.simulation.streaks import render_trail
 
 TRUTH_COLUMNS = ("image", "x", "y", "magnitude", "length", "angle")
@@ -17,7 +21,8 @@ TRUTH_COLUMNS = ("image", "x", "y", "magnitude", "length", "angle")
 # Child streams of each image's SeedSequence, one per component, so that changing one component's
 # rate leaves every other component of that image unchanged.
 _STREAMS = ("conditions", "noise", "asteroids", "residuals", "saturated", "transients", "cosmic_rays",
-            "hot_pixels", "bad_columns", "satellites", "masked", "borders")
+            "hot_pixels", "bad_columns", "satellites", "masked", "borders", "sky", "psf", "background",
+            "fast_movers", "satellite_shape")  # append only: a child's stream depends on its position
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,12 @@ def _check_indices(seed: int, file_index: int, image_index: int) -> None:
 
 def _streams(seed: int, file_index: int, image_index: int) -> dict[str, np.random.Generator]:
     """Independent generators for each component of one image."""
-    children = np.random.SeedSequence([int(seed), int(file_index), int(image_index)]).spawn(len(_STREAMS))
+    return component_streams(np.random.SeedSequence([int(seed), int(file_index), int(image_index)]))
+
+
+def component_streams(sequence: np.random.SeedSequence) -> dict[str, np.random.Generator]:
+    """One independent generator per image component (noise, asteroids, cosmic rays, ...) spawned from ``sequence``."""
+    children = sequence.spawn(len(_STREAMS))
     return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
 
 
@@ -63,10 +73,47 @@ def _conditions(config: SimConfig, streams: dict[str, np.random.Generator]) -> C
     return Conditions(noise_rms=rms, fwhm=fwhm, beta=beta, dead_border=border)
 
 
+def image_config(config: SimConfig, streams: dict[str, np.random.Generator]) -> SimConfig:
+    """This image's knobs: ``config`` itself, or (``config.sky`` set) its sky family's draw from the ``sky`` stream."""
+    if config.sky is None:
+        return config
+    return dataclasses.replace(config, sky=None, **draw_sky(config.sky, streams["sky"]))
+
+
+def psf_shape(config: SimConfig, rng: np.random.Generator) -> PSFShape | None:
+    """The image's PSF kind, ellipticity and FWHM gradient; None (and no draws) for the seed's round Moffat."""
+    if config.psf_kind == "moffat" and config.ellipticity_range[1] == 0.0 and config.fwhm_gradient == 0.0:
+        return None
+    h, w = config.shape
+    ellipticity, angle = rng.uniform(*config.ellipticity_range), rng.uniform(0.0, 180.0)
+    direction = rng.uniform(0.0, 2.0 * np.pi)
+    slope = config.fwhm_gradient / np.hypot(0.5 * w, 0.5 * h)  # reaches fwhm_gradient at the far corner
+    return PSFShape(kind=config.psf_kind, ellipticity=float(ellipticity), angle=float(angle),
+                    halo_fraction=config.halo_fraction, halo_scale=config.halo_scale,
+                    gradient=(float(slope * np.cos(direction)), float(slope * np.sin(direction))),
+                    centre=(0.5 * (w - 1), 0.5 * (h - 1)))
+
+
+def _image_setup(config: SimConfig, seed: int, file_index: int, image_index: int) -> tuple[dict, SimConfig, Conditions, object]:
+    """Checked inputs, then one image's streams, its (sky-drawn) config, conditions and PSF shape."""
+    if not isinstance(config, SimConfig):
+        raise ValueError(f"config: must be a SimConfig, got {type(config).__name__}")
+    _check_indices(seed, file_index, image_index)
+    streams = _streams(seed, file_index, image_index)
+    config = image_config(config, streams)
+    return streams, config, _conditions(config, streams), psf_shape(config, streams["psf"])
+
+
 def draw_conditions(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> Conditions:
     """The observing conditions :func:`simulate_image` uses for this image (noise, PSF, dead border)."""
     _check_indices(seed, file_index, image_index)
-    return _conditions(config, _streams(seed, file_index, image_index))
+    streams = _streams(seed, file_index, image_index)
+    return _conditions(image_config(config, streams), streams)
+
+
+def conditions_from(config: SimConfig, streams: dict[str, np.random.Generator]) -> Conditions:
+    """Observing conditions drawn from :func:`component_streams` (for images simulated outside :func:`simulate_image`)."""
+    return _conditions(config, streams)
 
 
 def _draw_asteroids(config: SimConfig, rng: np.random.Generator) -> np.ndarray:
@@ -75,16 +122,22 @@ def _draw_asteroids(config: SimConfig, rng: np.random.Generator) -> np.ndarray:
     h, w = config.shape
     x = rng.uniform(0.0, w - 1.0, n)
     y = rng.uniform(0.0, h - 1.0, n)
-    lo, hi = config.magnitude_range
-    mag = rng.normal(config.magnitude_mean, config.magnitude_sigma, n)
-    bad = (mag < lo) | (mag > hi)
-    while bad.any():  # truncated normal by redrawing; expected under one extra round
-        mag[bad] = rng.normal(config.magnitude_mean, config.magnitude_sigma, int(bad.sum()))
-        bad = (mag < lo) | (mag > hi)
+    mag = draw_magnitudes(config, rng, n)
     fast = rng.random(n) < config.fast_fraction
     length = np.where(fast, rng.uniform(*config.fast_length_range, n), rng.uniform(0.0, config.slow_length_max, n))
     angle = rng.uniform(0.0, 180.0, n)
     return np.column_stack([x, y, mag, length, angle])
+
+
+def draw_magnitudes(config: SimConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n,) asteroid magnitudes: the config's normal, truncated to ``magnitude_range`` by redrawing."""
+    lo, hi = config.magnitude_range
+    mag = rng.normal(config.magnitude_mean, config.magnitude_sigma, n)
+    bad = (mag < lo) | (mag > hi)
+    while bad.any():  # expected under one extra round
+        mag[bad] = rng.normal(config.magnitude_mean, config.magnitude_sigma, int(bad.sum()))
+        bad = (mag < lo) | (mag > hi)
+    return mag
 
 
 def _overlap(shape: tuple[int, int], row0: int, col0: int, stamp: np.ndarray) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
@@ -120,6 +173,66 @@ def _add_pixels(image: np.ndarray, pixels: art.Pixels) -> None:
         np.add.at(image, (pixels.rows, pixels.cols), pixels.values)
 
 
+def paint_stamps(image: np.ndarray, stamps: Iterable[art.Stamp]) -> None:
+    """Add stamps to ``image`` in place, clipped at the edges (for images the caller just rendered)."""
+    _paint(image, stamps)
+
+
+def render_background(config: SimConfig, streams: dict[str, np.random.Generator], cond: Conditions) -> np.ndarray:
+    """A new (H, W) float32 background: correlated noise under a smooth rms map, from the ``noise`` stream."""
+    noise_rng = streams["noise"]
+    rms = rms_map(config.shape, rng=noise_rng, rms=cond.noise_rms, variation=config.noise_variation,
+                  grid=config.noise_grid)
+    image = correlated_noise(config.shape, rng=noise_rng, correlation=config.noise_correlation, rms=rms)
+    if config.background_rms > 0:
+        image += background_map(config.shape, rng=streams["background"], rms=config.background_rms,
+                                grid=config.background_grid)
+    return image
+
+
+def add_detector_artifacts(
+    image: np.ndarray, config: SimConfig, streams: dict[str, np.random.Generator], cond: Conditions,
+    masks: Iterable[art.Stamp] = (),
+) -> None:
+    """Finish a rendered image in place: cosmic rays, hot pixels, bad columns, satellites, then NaN masks
+    (``masks`` first, e.g. saturated cores, then bad columns and masked regions) and the dead border."""
+    shape = config.shape
+    area, side = _scales(config)
+
+    def count(rate: float, rng: np.random.Generator) -> int:
+        return int(rng.poisson(rate * area))
+
+    rng = streams["cosmic_rays"]
+    _add_pixels(image, art.cosmic_rays(shape, rng=rng, n=count(config.cosmic_ray_rate, rng),
+                                       dn_range=config.cosmic_ray_dn_range))
+    rng = streams["hot_pixels"]
+    _add_pixels(image, art.hot_pixels(shape, rng=rng, n=count(config.hot_pixel_rate, rng),
+                                      dn_range=config.hot_pixel_dn_range))
+    rng = streams["bad_columns"]
+    offsets, column_masks = art.bad_columns(shape, rng=rng, n=count(config.bad_column_rate, rng),
+                                            dn_range=config.bad_column_dn_range)
+    _add_pixels(image, offsets)
+    streak = art.satellites(shape, rng=streams["satellites"], probability=config.satellite_probability,
+                            dn_range=config.satellite_dn_range, fwhm=cond.fwhm)
+    if config.satellite_flare_probability > 0 or config.satellite_dash_probability > 0:
+        streak = fm.shape_streak(streak, rng=streams["satellite_shape"],
+                                 flare_probability=config.satellite_flare_probability,
+                                 dash_probability=config.satellite_dash_probability)
+    _add_pixels(image, streak)
+
+    rng = streams["masked"]
+    lo, hi = config.masked_region_size_range
+    regions = art.masked_regions(shape, rng=rng, n=count(config.masked_region_rate, rng),
+                                 size_range=(lo * side, hi * side))
+    _mask(image, [*masks, *column_masks, *regions])
+    top, bottom, left, right = cond.dead_border
+    h, w = shape
+    image[:top] = 0.0
+    image[h - bottom:] = 0.0
+    image[:, :left] = 0.0
+    image[:, w - right:] = 0.0
+
+
 def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one ZTF-like r-band difference-image quadrant with injected asteroids.
 
@@ -146,26 +259,23 @@ def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index
     Asteroids are placed uniformly over the whole image, so some land on masked pixels or dead
     borders; they stay in the truth (the cannot-be-seen share the method is measured against).
     """
-    if not isinstance(config, SimConfig):
-        raise ValueError(f"config: must be a SimConfig, got {type(config).__name__}")
-    _check_indices(seed, file_index, image_index)
-    streams = _streams(seed, file_index, image_index)
-    cond = _conditions(config, streams)
+    streams, config, cond, psf = _image_setup(config, seed, file_index, image_index)
     shape = config.shape
     area, side = _scales(config)
 
     def count(rate: float, rng: np.random.Generator) -> int:
         return int(rng.poisson(rate * area))
 
-    noise_rng = streams["noise"]
-    rms = rms_map(shape, rng=noise_rng, rms=cond.noise_rms, variation=config.noise_variation, grid=config.noise_grid)
-    image = correlated_noise(shape, rng=noise_rng, correlation=config.noise_correlation, rms=rms)
+    image = render_background(config, streams, cond)
 
     rng = streams["residuals"]
-    _paint(image, art.star_residuals(
+    residuals = art.star_residual_batch if config.batch_residuals else art.star_residuals
+    batch = dict(shift_range=config.dipole_shift_range, magnitude_slope=config.star_magnitude_slope)
+    _paint(image, residuals(
         shape, rng=rng, n=count(config.star_residual_rate, rng), fwhm=cond.fwhm, beta=cond.beta,
         zero_point=config.zero_point, gain=config.gain, magnitude_range=config.star_magnitude_range,
-        fraction_range=config.residual_fraction_range, poisson=config.poisson))
+        fraction_range=config.residual_fraction_range, poisson=config.poisson, psf=psf,
+        **(batch if config.batch_residuals else {})))
     rng = streams["saturated"]
     halos, sat_masks = art.saturated_stars(
         shape, rng=rng, n=count(config.saturated_rate, rng), fwhm=cond.fwhm, beta=cond.beta,
@@ -176,47 +286,54 @@ def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index
     _paint(image, art.transients(
         shape, rng=rng, n=count(config.transient_rate, rng), fwhm=cond.fwhm, beta=cond.beta,
         zero_point=config.zero_point, gain=config.gain, magnitude_range=config.transient_magnitude_range,
-        negative_fraction=config.transient_negative_fraction, poisson=config.poisson))
+        negative_fraction=config.transient_negative_fraction, poisson=config.poisson, psf=psf))
 
     rng = streams["asteroids"]
     rows = _draw_asteroids(config, rng)
     flux = art.flux_of(rows[:, 2], config.zero_point)
     stamps = []
     for (x, y, _, length, angle), f in zip(rows, flux):
-        stamp, row0, col0 = render_trail(x, y, length=length, angle=angle, fwhm=cond.fwhm, beta=cond.beta)
+        stamp, row0, col0 = render_trail(x, y, length=length, angle=angle, fwhm=cond.fwhm, beta=cond.beta, psf=psf)
         data = stamp.astype(np.float64) * f
         if config.poisson:
             data = rng.poisson(data * config.gain) / config.gain
         stamps.append(art.Stamp(row0, col0, data.astype(np.float32)))
     _paint(image, stamps)
-
-    rng = streams["cosmic_rays"]
-    _add_pixels(image, art.cosmic_rays(shape, rng=rng, n=count(config.cosmic_ray_rate, rng),
-                                       dn_range=config.cosmic_ray_dn_range))
-    rng = streams["hot_pixels"]
-    _add_pixels(image, art.hot_pixels(shape, rng=rng, n=count(config.hot_pixel_rate, rng),
-                                      dn_range=config.hot_pixel_dn_range))
-    rng = streams["bad_columns"]
-    offsets, column_masks = art.bad_columns(shape, rng=rng, n=count(config.bad_column_rate, rng),
-                                            dn_range=config.bad_column_dn_range)
-    _add_pixels(image, offsets)
-    _add_pixels(image, art.satellites(shape, rng=streams["satellites"], probability=config.satellite_probability,
-                                      dn_range=config.satellite_dn_range, fwhm=cond.fwhm))
-
-    rng = streams["masked"]
-    lo, hi = config.masked_region_size_range
-    regions = art.masked_regions(shape, rng=rng, n=count(config.masked_region_rate, rng),
-                                 size_range=(lo * side, hi * side))
-    _mask(image, [*sat_masks, *column_masks, *regions])
-    top, bottom, left, right = cond.dead_border
-    h, w = shape
-    image[:top] = 0.0
-    image[h - bottom:] = 0.0
-    image[:, :left] = 0.0
-    image[:, w - right:] = 0.0
+    if config.fast_mover_rate > 0:
+        rng = streams["fast_movers"]
+        fast = fm.draw_fast_movers(shape, rng=rng, n=count(config.fast_mover_rate, rng),
+                                   length_range=config.fast_mover_length_range,
+                                   magnitude_range=config.fast_mover_magnitude_range)
+        _add_pixels(image, fm.fast_mover_pixels(shape, fast, rng=rng, zero_point=config.zero_point, gain=config.gain,
+                                                poisson=config.poisson, fwhm=cond.fwhm, beta=cond.beta, psf=psf))
+        rows = np.concatenate([rows, fast])  # after the ordinary asteroids, so their truth rows keep their order
+    add_detector_artifacts(image, config, streams, cond, sat_masks)
 
     truth = np.column_stack([np.full(len(rows), float(image_index)), rows]).reshape(-1, 6)
     return image, truth.astype(np.float64)
+
+
+def asteroid_peak_snr(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> np.ndarray:
+    """Peak SNR of each asteroid :func:`simulate_image` injects into this image, in truth order.
+
+    Returns
+    -------
+    (M,) float64
+        Noiseless peak DN of the asteroid's (trailed, PSF-convolved) stamp over the noise rms map at its
+        centre pixel (0 where the rms is 0). Redraws only the streams it needs, so it costs a small
+        fraction of simulating the image.
+    """
+    streams, config, cond, psf = _image_setup(config, seed, file_index, image_index)
+    rms = rms_map(config.shape, rng=streams["noise"], rms=cond.noise_rms, variation=config.noise_variation,
+                  grid=config.noise_grid)
+    rows = _draw_asteroids(config, streams["asteroids"])
+    flux = art.flux_of(rows[:, 2], config.zero_point)
+    peaks = np.array([render_trail(x, y, length=length, angle=angle, fwhm=cond.fwhm, beta=cond.beta, psf=psf)[0].max()
+                      for x, y, _, length, angle in rows], dtype=np.float64).reshape(-1) * flux
+    r = np.clip(np.rint(rows[:, 1]).astype(np.int64), 0, config.shape[0] - 1)
+    c = np.clip(np.rint(rows[:, 0]).astype(np.int64), 0, config.shape[1] - 1)
+    noise = rms[r, c].astype(np.float64)
+    return np.divide(peaks, noise, out=np.zeros_like(peaks), where=noise > 0)
 
 
 def simulate_file(

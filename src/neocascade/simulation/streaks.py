@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from neocascade.simulation.psf import moffat, stamp_radius
+from neocascade.simulation.psf import PSFShape, local_fwhm, moffat, psf_profile, stamp_radius
 
 TRAIL_STEP = 0.2  # px between PSF samples along a trail: finer than any pixel-scale structure
 
 
 def render_trail(
-    x: float, y: float, *, length: float, angle: float, fwhm: float, beta: float
+    x: float, y: float, *, length: float, angle: float, fwhm: float, beta: float, psf: PSFShape | None = None
 ) -> tuple[np.ndarray, int, int]:
     """Render a unit-flux trailed PSF: a Moffat convolved with a line segment.
 
@@ -24,6 +24,8 @@ def render_trail(
         Direction in degrees from +x towards +y (rows), in [0, 180).
     fwhm, beta : float
         Moffat FWHM in px and wing index.
+    psf : PSFShape, optional
+        Another PSF kind, ellipticity or FWHM gradient (taken at the trail centre); None: round Moffat.
 
     Returns
     -------
@@ -45,7 +47,10 @@ def render_trail(
     grid = np.arange(2 * radius + 1, dtype=np.float64)
     dx = (col0 + grid)[None, None, :] - sx[:, None, None]
     dy = (row0 + grid)[None, :, None] - sy[:, None, None]
-    stamp = moffat(dx, dy, fwhm=fwhm, beta=beta).sum(axis=0)
+    if psf is None:
+        stamp = moffat(dx, dy, fwhm=fwhm, beta=beta).sum(axis=0)
+    else:
+        stamp = psf_profile(dx, dy, fwhm=float(local_fwhm(fwhm, x, y, psf)), beta=beta, shape=psf).sum(axis=0)
     stamp /= stamp.sum()
     return stamp.astype(np.float32), row0, col0
 
