@@ -32,3 +32,21 @@ def _quiet_wandb(tmp_path, monkeypatch):
     yield
     if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
         sys.modules["wandb"].finish()
+
+
+@pytest.fixture
+def published_examples():
+    """The folder of published ADES / MPC 80-column examples (IAU-ADES/ADES-Master), or skip the test.
+
+    They are another project's files, so they are not committed here: the folder is
+    ``$NEOCASCADE_ADES_EXAMPLES`` or ``../shared/data/ades_examples`` beside the checkout, holding
+    ``2023MQ5.psv``, ``goodades1.psv``, ``goodthree.psv`` (ADES PSV) and ``85_test.obs``,
+    ``K20Q04A_test.obs``, ``band_conversions.obs`` (80-column) from that repository's tests.
+    """
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(os.environ.get("NEOCASCADE_ADES_EXAMPLES") or root.parent / "shared" / "data" / "ades_examples")
+    if not (folder / "2023MQ5.psv").is_file():
+        pytest.skip(f"published ADES examples not found in {folder} (set NEOCASCADE_ADES_EXAMPLES)")
+    return folder

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from neocascade.detection.alerts import alert_masks, alert_metrics, rate, scalar_alert_metrics
+from neocascade.detection.alerts import (
+    alert_masks,
+    alert_metrics,
+    previous_detections,
+    rate,
+    scalar_alert_metrics,
+    stationary_by_history,
+)
 from test_detection import ThresholdCascade, blob_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +81,8 @@ def alert_folder(tmp_path):
     write_test_alert(folder / "a2_again.avro", difference=faint, ssdistnr=2.0, candid=2, magpsf=20.2)
     write_test_alert(folder / "n1.avro", difference=bright, isdiffpos=False, candid=3, magpsf=18.5)
     write_test_alert(folder / "o1.avro", difference=bright, candid=4, magpsf=19.5)
+    # a variable star: first detected at this position 10 days before (jdstarthist)
+    write_test_alert(folder / "o2.avro", difference=bright, candid=6, magpsf=19.0, jd=2460236.0, jdstarthist=2460226.0)
     # an edge stamp: cut at the quadrant's low x edge, the alert sits 31 px before its end
     edge = blob_image(shape=(63, 50), sources=((31, 18),))
     write_test_alert(folder / "a3.avro", difference=edge, ssdistnr=0.5, candid=5, xpos=19.0, ypos=1000.0, magpsf=19.1)
@@ -94,14 +103,75 @@ def test_alert_evaluation_pipeline(tmp_path, alert_folder, monkeypatch, capsys):
     assert len(err) == 1 and "broken.avro" in err[0]
     out = tmp_path / "outputs" / "eval" / "ztf_alerts" / "train"  # the artifact's folder, as evaluate.py names reports
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["n_alerts"], metrics["n_duplicates"], metrics["n_failed"]) == (5, 1, 1)
-    assert metrics["group_sizes"] == {"known_asteroid": 3, "negative": 1, "low_rb": 0, "other": 1}
+    assert (metrics["n_alerts"], metrics["n_duplicates"], metrics["n_failed"]) == (6, 1, 1)
+    assert metrics["group_sizes"] == {"known_asteroid": 3, "negative": 1, "low_rb": 0, "other": 2}
     assert (metrics["known_asteroid_recall"]["k"], metrics["known_asteroid_recall"]["n"]) == (2, 3)
     assert metrics["negative_rejection"]["rate"] == 1.0
     assert metrics["negative_as_stored_acceptance"]["rate"] == 1.0  # the sign is what rejects it
-    assert metrics["other_positive_rate"]["rate"] == 1.0
+    assert metrics["headline"] == "stamp_history" and metrics["history"]["n_stationary"] == 1
+    assert metrics["other_positive_rate"]["rate"] == 0.5  # the variable star is stationary
+    assert metrics["variants"]["stamp"]["other_positive_rate"]["rate"] == 1.0
+    assert metrics["scalars"]["ztf_alerts_stamp/other_positive_rate"] == 1.0
+    assert metrics["scalars"]["ztf_alerts/other_positive_rate"] == 0.5
+    report = (out / "alerts_report.md").read_text()
+    assert "| metric | stamp only | stamp + history |" in report and "within 30 min" in report
+    rows = (out / "alerts.csv").read_text().splitlines()
+    assert "stationary" in rows[0].split(",") and sum(r.split(",")[0] == "6" for r in rows) == 1
     for name in ("alerts_report.md", "alerts.csv", "missed_asteroids.png", "accepted_negatives.png"):
         assert (out / name).stat().st_size > 0
     assert "known_asteroid_recall" in (out / "alerts_report.md").read_text()
     with pytest.raises(ValueError, match="already exists"):
         evaluate_alerts(cfg)
+
+
+def test_alert_evaluation_stamp_only(tmp_path, alert_folder, monkeypatch):
+    import neocascade.training.artifact as artifact
+    from neocascade.pipelines.alerts_eval import evaluate_alerts
+
+    monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: ThresholdCascade())
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("detect", overrides=[f"paths.outputs={tmp_path / 'outputs'}", "data=ztf_alerts",
+                                           f"data.path={alert_folder}", "data.history=false", "name=plain"])
+    assert evaluate_alerts(cfg) == 1
+    metrics = json.loads((tmp_path / "outputs" / "eval" / "ztf_alerts" / "plain" / "metrics.json").read_text())
+    assert metrics["headline"] == "stamp" and metrics["other_positive_rate"]["rate"] == 1.0
+    assert metrics["variants"]["stamp_history"]["other_positive_rate"]["rate"] == 0.5
+
+
+def _history_case():
+    """Four alerts at (10, 20) deg: no history, an old jdstarthist, a matched old detection, a far one."""
+    jd = 2460236.0
+    table = {"jd": np.full(4, jd), "ra": np.full(4, 10.0), "dec": np.full(4, 20.0),
+             "jdstarthist": np.array([np.nan, jd - 31 / 1440, jd - 29 / 1440, jd])}
+    previous = {"alert": np.array([2, 2, 3, 3]),
+                "jd": np.array([jd - 1.0, jd - 5 / 1440, jd - 2.0, jd + 3.0]),
+                "ra": np.array([10.0 + 1.0 / 3600 / np.cos(np.radians(20.0)), 10.0, 10.0, 10.0]),
+                "dec": np.array([20.0, 20.0, 20.0 + 2.0 / 3600, 20.0])}
+    return table, previous
+
+
+def test_stationary_by_history_exact():
+    table, previous = _history_case()
+    flags = stationary_by_history(table, previous)  # window 1.5" / 3"/h = 30 min
+    # 0: nothing known; 1: first detected 31 min before; 2: a detection 1" away a day before;
+    # 3: a detection 2" away (outside 1.5") and one 3 days *after* (not history)
+    np.testing.assert_allclose(flags["history_span_min"], [0.0, 31.0, 1440.0, 0.0], atol=1e-3)
+    assert flags["stationary"].tolist() == [False, True, True, False]
+    slow = stationary_by_history(table, previous, min_rate_arcsec_per_hour=1.5)  # window 60 min
+    assert slow["stationary"].tolist() == [False, False, True, False]
+    wide = stationary_by_history(table, previous, match_arcsec=2.5)  # window 50 min, the 2" detection matches
+    assert wide["stationary"].tolist() == [False, False, True, True]
+    with pytest.raises(ValueError, match="must be positive"):
+        stationary_by_history(table, previous, min_rate_arcsec_per_hour=0.0)
+
+
+def test_previous_detections_flattens_in_alert_order(tmp_path):
+    from neocascade.io.alerts import read_alert, write_test_alert
+
+    stamp = np.zeros((9, 9), dtype=np.float32)
+    prv = [{"jd": 1.0, "candid": 5, "ra": 1.0, "dec": 2.0}, {"jd": 2.0, "candid": None, "diffmaglim": 20.0}]
+    alerts = [read_alert(write_test_alert(tmp_path / f"{i}.avro", difference=stamp, candid=i + 1,
+                                          prv_candidates=prv if i != 1 else None)) for i in range(3)]
+    flat = previous_detections(alerts)
+    assert flat["alert"].tolist() == [0, 2] and flat["jd"].tolist() == [1.0, 1.0]
+    assert previous_detections([])["alert"].size == 0

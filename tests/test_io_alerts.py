@@ -20,7 +20,7 @@ from neocascade.io.alerts import (
     write_test_alerts,
 )
 
-ZTF_DIR = Path("/work/shared/data/ztf_alerts")
+ZTF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_alerts"  # ../shared beside the checkout
 
 
 def _stamp(value: float = 5.0, shape: tuple[int, int] = (9, 7)) -> np.ndarray:
@@ -162,3 +162,41 @@ def test_real_negative_packet_is_flipped():
     if negative is None:
         pytest.skip("no negative alert in the sample")
     np.testing.assert_array_equal(negative.signed_difference, -negative.difference)
+
+
+def test_prv_candidates_round_trip_and_previous_detections(tmp_path):
+    history = [
+        {"jd": 2460235.70, "candid": 11, "ra": 10.0, "dec": 20.0, "magpsf": 18.2, "isdiffpos": "t", "fid": 1},
+        {"jd": 2460235.80, "candid": None, "diffmaglim": 20.5, "fid": 2},  # an upper limit: not a detection
+        {"jd": 2460235.90, "candid": 12, "ra": 10.0001, "dec": 20.0, "magpsf": None, "isdiffpos": "f"},
+        {"jd": None, "candid": 13, "ra": 10.0, "dec": 20.0},  # no time: left out
+    ]
+    path = write_test_alert(tmp_path / "h.avro", difference=_stamp(), prv_candidates=history, jdstarthist=2460235.7)
+    alert = read_alert(path)
+    assert len(alert.prv_candidates) == 4 and alert.prv_candidates[1]["diffmaglim"] == 20.5
+    assert alert.candidate["jdstarthist"] == 2460235.7
+    det = alert.previous_detections()
+    np.testing.assert_array_equal(det["jd"], [2460235.70, 2460235.90])
+    np.testing.assert_array_equal(det["isdiffpos"], [True, False])
+    assert det["magpsf"][0] == 18.2 and np.isnan(det["magpsf"][1])
+    none = read_alert(write_test_alert(tmp_path / "n.avro", difference=_stamp()))
+    assert none.prv_candidates == () and none.previous_detections()["jd"].size == 0
+
+
+def test_prv_candidates_not_a_list():
+    from neocascade.io.alerts import _parse_record
+
+    record = make_test_record(difference=_stamp(), candid=8)
+    record["prv_candidates"] = {"jd": 1.0}
+    with pytest.raises(InputError, match="candid 8: 'prv_candidates' is not a list of records"):
+        _parse_record(Path("p.avro"), record, 0)
+
+
+def test_real_packets_carry_history():
+    files = _real_alerts()
+    alerts = [read_alert(f) for f in files[:20]]
+    assert all("jdstarthist" in a.candidate and "ndethist" in a.candidate for a in alerts)
+    assert any(len(a.prv_candidates) > 0 for a in alerts)
+    for alert in alerts:
+        det = alert.previous_detections()
+        assert np.all(np.isfinite(det["ra"])) and np.all(np.abs(det["jd"] - alert.candidate["jd"]) < 31)  # 30-day window

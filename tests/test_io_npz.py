@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from neocascade.errors import InputError
-from neocascade.io.npz import TRUTH_COLUMNS, CanonicalFile, check_truth, read_canonical, write_canonical
+from neocascade.io.npz import (
+    STATIONARY_COLUMNS,
+    TRUTH_COLUMNS,
+    TRUTH_COLUMNS_ID,
+    CanonicalFile,
+    check_truth,
+    read_canonical,
+    write_canonical,
+)
 
 
 def _data(n: int = 3, h: int = 8, w: int = 10):
@@ -234,3 +242,123 @@ def test_write_validates_arguments(tmp_path):
 def test_check_truth_ok():
     _, truth = _data()
     assert check_truth(truth, n_images=3, shape=(8, 10)) is None
+
+
+# ---- optional sequence keys (issue 14) and truth-free reading (issue 17 item 9)
+
+SCALE = 1.0 / 3600.0
+
+
+def _sequence_keys(n: int = 3) -> dict:
+    wcs = np.tile([30.0, 10.0, 5.5, 4.5, -SCALE, 0.0, 0.0, SCALE], (n, 1))
+    wcs[:, 0] += np.arange(n) * 1e-4  # a small pointing offset per visit
+    return dict(obs_mjd=60000.2 + np.arange(n) * 0.01, exptime=np.full(n, 30.0), wcs=wcs,
+                field=np.full(n, 4, dtype=np.int64), epoch=np.arange(n, dtype=np.int64),
+                stationary=np.array([[0, 2.0, 3.0, 19.0, 7], [2, 2.1, 3.0, 19.4, 7]]))
+
+
+def _truth_with_ids():
+    _, truth = _data()
+    return np.column_stack([truth, [0, 1, 1]])
+
+
+def test_sequence_keys_round_trip(tmp_path):
+    images, _ = _data()
+    keys = _sequence_keys()
+    truth = _truth_with_ids()
+    data = read_canonical(write_canonical(tmp_path / "s.npz", images, truth, {}, **keys))
+    assert data.truth_columns == TRUTH_COLUMNS_ID
+    np.testing.assert_array_equal(data.truth, truth[:, :6])
+    assert data.truth.shape == (3, 6) and data.truth_for(2).shape == (2, 6)  # consumers keep six columns
+    assert data.object_id.dtype == np.int64 and data.object_id.tolist() == [0, 1, 1]
+    for key in ("obs_mjd", "exptime", "wcs", "stationary"):
+        np.testing.assert_array_equal(getattr(data, key), keys[key])
+    assert data.field.dtype == np.int64 and data.field.tolist() == [4, 4, 4] and data.epoch.tolist() == [0, 1, 2]
+    obs = data.observation(1)
+    assert obs.mjd == pytest.approx(60000.21) and obs.exptime == 30.0
+    assert obs.pixel_to_sky(4.5, 3.5) == pytest.approx((30.0001, 10.0), abs=1e-9)  # FITS crpix (5.5, 4.5)
+
+
+def test_old_files_read_without_sequence_keys(tmp_path):
+    data = read_canonical(_raw(tmp_path / "old.npz", **_valid_members()))
+    assert data.truth_columns == TRUTH_COLUMNS and data.object_id is None
+    assert data.obs_mjd is None and data.wcs is None and data.field is None and data.epoch is None
+    assert data.stationary.shape == (0, len(STATIONARY_COLUMNS))
+    with pytest.raises(InputError, match=r"old\.npz: no observation data: missing key\(s\) 'obs_mjd', 'exptime', 'wcs'"):
+        data.observation(0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("obs_mjd", np.array([60000.2, np.nan, 60000.3]), r"'obs_mjd' has non-finite values at image\(s\) \[1\]"),
+        ("obs_mjd", np.array([60000.2, 2459914.9, 60000.3]), "'obs_mjd' of image 1 must be a plausible MJD"),
+        ("obs_mjd", np.array([60000.2, 60000.3]), r"'obs_mjd' must have shape \(3,\), one entry per image"),
+        ("exptime", np.array([30.0, 0.0, 30.0]), "'exptime' of image 1 must be > 0 s"),
+        ("field", np.array([0.5, 1.0, 1.0]), "'field' must hold integers"),
+        ("epoch", np.array([0, -1, 2]), "'epoch' of image 1 must be >= 0"),
+        ("wcs", np.zeros((3, 7)), r"wcs must have shape \(N, 8\)"),
+        ("wcs", np.tile([0, 0, 1, 1, 0, 0, 0, 0.0], (3, 1)), "wcs row 0: the CD matrix is singular"),
+        ("wcs", np.tile([0, 91, 1, 1, -SCALE, 0, 0, SCALE], (3, 1)), r"crval2=91\.0 is outside \[-90, 90\]"),
+        ("wcs", np.tile([0, 0, 1, 1, -SCALE, 0, 0, SCALE], (2, 1)), r"'wcs' must have shape \(3, 8\)"),
+        ("stationary", np.array([[0, 2.0, 3.0, 19.0, 1.5]]), r"stationary row 0: object_id=1\.5 is not an integer >= 0"),
+        ("stationary", np.array([[0, 20.0, 3.0, 19.0, 1]]), "stationary row 0: x=20.0 is outside the 10-px-wide image"),
+        ("stationary", np.zeros((1, 4)), r"stationary must have shape \(M, 5\)"),
+    ],
+)
+def test_bad_sequence_keys(tmp_path, key, value, message):
+    members = _valid_members()
+    members[key] = value
+    with pytest.raises(InputError, match=message):
+        read_canonical(_raw(tmp_path / "bad.npz", **members))
+    images, truth = _data()
+    with pytest.raises(ValueError, match=message):
+        write_canonical(tmp_path / "w.npz", images, truth, {}, **{key: value})
+    assert not (tmp_path / "w.npz").exists()
+
+
+@pytest.mark.parametrize(("object_id", "message"), [(-1.0, "object_id=-1.0 is not an integer >= 0"),
+                                                    (2.5, "object_id=2.5 is not an integer"),
+                                                    (np.nan, "object_id=nan is not finite")])
+def test_bad_object_ids(tmp_path, object_id, message):
+    members = _valid_members()
+    truth = _truth_with_ids()
+    truth[1, 6] = object_id
+    members.update(truth=truth, truth_columns=np.array(TRUTH_COLUMNS_ID))
+    with pytest.raises(InputError, match=rf"truth row 1: {message}"):
+        read_canonical(_raw(tmp_path / "ids.npz", **members))
+    members["truth"] = truth[:, :6]
+    with pytest.raises(InputError, match=r"truth must have shape \(M, 7\)"):
+        read_canonical(_raw(tmp_path / "ids6.npz", **members))
+
+
+def test_detection_reads_files_whose_truth_it_cannot_use(tmp_path):
+    members = _valid_members()
+    members["truth_columns"] = np.array(["image", "x", "y", "mag", "length", "angle"])  # issue 17 item 9
+    path = _raw(tmp_path / "mag.npz", **members)
+    with pytest.raises(InputError, match="'truth_columns' must be"):
+        read_canonical(path)
+    data = read_canonical(path, truth="ignore")
+    assert data.truth.shape == (0, 6) and data.truth_for(0).shape == (0, 6) and data.n_images == 3
+    np.testing.assert_array_equal(data.image(1), members["images"][1])
+    del members["truth"], members["truth_columns"]
+    assert read_canonical(_raw(tmp_path / "none.npz", **members), truth="ignore").n_images == 3
+    with pytest.raises(ValueError, match="truth: must be one of"):
+        read_canonical(path, truth="skip")
+
+
+def test_detection_inputs_ignore_the_truth(tmp_path):
+    from neocascade.detection.inputs import iter_units
+
+    members = _valid_members()
+    members["truth"] = np.array([[0, 99.0, 1, 19, 5, 0]])  # outside the image: refused by the full reader
+    path = _raw(tmp_path / "outside.npz", **members)
+    with pytest.raises(InputError, match="x=99.0 is outside"):
+        read_canonical(path)
+    assert [unit.image for unit in iter_units(path)] == [0, 1, 2]
+
+
+def test_empty_truth_keeps_the_object_id_column(tmp_path):
+    images, _ = _data()
+    data = read_canonical(write_canonical(tmp_path / "e7.npz", images, np.empty((0, 7)), {}))
+    assert data.truth_columns == TRUTH_COLUMNS_ID and data.object_id.shape == (0,) and data.truth.shape == (0, 6)

@@ -1,6 +1,6 @@
 """Sim-to-real check on real ZTF alerts: score each alert's stamp, then rates per alert group.
 
-Groups follow from the packets alone (see ``/work/shared/data/ztf_alerts/README.md``):
+Groups follow from the packets alone (see ``../shared/data/ztf_alerts/README.md`` beside the checkout):
 
 - known asteroid with a positive subtraction (``0 <= ssdistnr <= 5`` arcsec, ``isdiffpos`` true):
   the detector should accept them; their acceptance rate is the *recall*;
@@ -9,6 +9,13 @@ Groups follow from the packets alone (see ``/work/shared/data/ztf_alerts/README.
 - low real-bogus (``rb`` below a cut): likely artefacts, should be rejected;
 - the other positive alerts (transients, variables): a single-epoch stamp detector cannot tell them
   from asteroids, so their positive rate is reported, not scored.
+
+The packet's own history at the position adds what one stamp cannot know: an asteroid moving at
+least ``MIN_RATE_ARCSEC_PER_HOUR`` leaves a ``HISTORY_MATCH_ARCSEC`` circle within
+``match / rate`` (30 min), so a source already detected there earlier than that is stationary
+(:func:`stationary_by_history`). Both numbers come from motion physics and ZTF's association radius,
+fixed before looking at any alert; the known-object fields (``ssdistnr``, ``ssnamenr``, ``ssmagnr``)
+are labels and never an input.
 
 These alerts are for measurement only: nothing here trains or tunes anything.
 """
@@ -23,6 +30,11 @@ from neocascade.detection.detector import score_stamps, stamp_centre
 
 KNOWN_ASTEROID_ARCSEC = 5.0  # README: a known solar-system object within 5 arcsec
 LOW_RB = 0.5  # below this real-bogus score an alert counts as likely bogus (none here: all rb >= 0.55)
+HISTORY_MATCH_ARCSEC = 1.5  # ZTF's radius for ndethist/jdstarthist (alert schema); prv_candidates matched alike
+# Slowest motion the detector targets: main-belt asteroids move ~30"/h near opposition (NEOs faster) and drop to
+# a few "/h only briefly around their stationary points; Centaurs and TNOs (1-4"/h) are out of scope.
+# 1.5" / 3"/h = a 30 min window.
+MIN_RATE_ARCSEC_PER_HOUR = 3.0
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile, for Wilson intervals
 
 
@@ -32,8 +44,8 @@ def alert_table(alerts: Sequence[Any]) -> dict[str, np.ndarray]:
     Returns
     -------
     dict of (N,) arrays
-        ``file, candid, object_id, isdiffpos, ssdistnr, magpsf, rb, fid, xpos, ypos, ra, dec``;
-        missing numeric fields are NaN (``ssdistnr`` -999 kept as stored).
+        ``file, candid, object_id, isdiffpos, ssdistnr, magpsf, rb, fid, xpos, ypos, ra, dec, jd,
+        jdstarthist, ndethist``; missing numeric fields are NaN (``ssdistnr`` -999 kept as stored).
     """
 
     def number(alert: Any, key: str) -> float:
@@ -46,8 +58,86 @@ def alert_table(alerts: Sequence[Any]) -> dict[str, np.ndarray]:
         "object_id": np.array([a.object_id for a in alerts], dtype=object),
         "isdiffpos": np.array([a.isdiffpos for a in alerts], dtype=bool),
         **{key: np.array([number(a, key) for a in alerts], dtype=np.float64)
-           for key in ("ssdistnr", "magpsf", "rb", "fid", "xpos", "ypos", "ra", "dec")},
+           for key in ("ssdistnr", "magpsf", "rb", "fid", "xpos", "ypos", "ra", "dec", "jd", "jdstarthist",
+                       "ndethist")},
     }
+
+
+def previous_detections(alerts: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The earlier detections of every alert (``Alert.previous_detections``) as flat columns.
+
+    Returns
+    -------
+    dict of (K,) arrays
+        ``alert`` (index into ``alerts``), ``jd`` (days), ``ra``, ``dec`` (deg).
+    """
+    parts = [a.previous_detections() for a in alerts]
+    counts = np.array([p["jd"].size for p in parts], dtype=np.int64)
+    index = np.repeat(np.arange(len(parts), dtype=np.int64), counts)
+
+    def flat(key: str) -> np.ndarray:
+        return np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, dtype=np.float64)
+
+    return {"alert": index, "jd": flat("jd"), "ra": flat("ra"), "dec": flat("dec")}
+
+
+def stationary_by_history(
+    table: Mapping[str, np.ndarray],
+    previous: Mapping[str, np.ndarray],
+    *,
+    match_arcsec: float = HISTORY_MATCH_ARCSEC,
+    min_rate_arcsec_per_hour: float = MIN_RATE_ARCSEC_PER_HOUR,
+) -> dict[str, np.ndarray]:
+    """Flag alerts whose position already held a detection too long ago for a moving object.
+
+    Parameters
+    ----------
+    table : mapping of (N,) arrays
+        ``jd`` (days), ``ra``, ``dec`` (deg) and ``jdstarthist`` (days; NaN when absent): the
+        earliest detection within ZTF's 1.5" of the position, this one included.
+    previous : mapping of (K,) arrays
+        From :func:`previous_detections`: ``alert`` index, ``jd``, ``ra``, ``dec``.
+    match_arcsec : float
+        Radius that counts as the same position.
+    min_rate_arcsec_per_hour : float
+        Slowest sky motion of a target asteroid; with the radius it fixes the window
+        ``match / rate`` beyond which an asteroid cannot still be at the position.
+
+    Returns
+    -------
+    dict of (N,) arrays
+        ``history_span_min``: minutes from the earliest detection at the position (``jdstarthist``
+        or a matched previous detection) to this one, 0 when there is none; ``stationary``: that
+        span exceeds the window.
+
+    Notes
+    -----
+    No history (a missing ``jdstarthist``, no previous detection) is no evidence: not stationary.
+    A history later than the alert (clock or schema oddities) does not count either.
+    """
+    if not (match_arcsec > 0 and min_rate_arcsec_per_hour > 0):
+        raise ValueError(f"match_arcsec, min_rate_arcsec_per_hour: must be positive, got "
+                         f"{match_arcsec}, {min_rate_arcsec_per_hour}")
+    jd = np.asarray(table["jd"], dtype=np.float64)
+    start = np.asarray(table["jdstarthist"], dtype=np.float64)
+    span = np.where(np.isfinite(start) & np.isfinite(jd), jd - start, 0.0)
+    index = np.asarray(previous["alert"], dtype=np.int64)
+    if index.size:
+        ra0 = np.asarray(table["ra"], dtype=np.float64)[index]
+        dec0 = np.asarray(table["dec"], dtype=np.float64)[index]
+        sep = _separation_arcsec(ra0, dec0, np.asarray(previous["ra"]), np.asarray(previous["dec"]))
+        dt = np.where(sep <= match_arcsec, jd[index] - np.asarray(previous["jd"], dtype=np.float64), 0.0)
+        np.maximum.at(span, index, np.nan_to_num(dt))
+    span_min = np.maximum(span, 0.0) * 1440.0
+    window_min = match_arcsec / min_rate_arcsec_per_hour * 60.0
+    return {"history_span_min": span_min, "stationary": span_min > window_min}
+
+
+def _separation_arcsec(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarray) -> np.ndarray:
+    """Great-circle separation (haversine) in arcsec between positions in degrees."""
+    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (ra1, dec1, ra2, dec2))
+    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))) * 3600.0
 
 
 def score_alerts(

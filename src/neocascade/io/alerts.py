@@ -1,9 +1,11 @@
 """ZTF avro alert packets: read, validate, and decode the three image stamps.
 
-A packet (see ``/work/shared/data/ztf_alerts/README.md``) holds ``candid``, ``objectId``, a
-``candidate`` record (``isdiffpos``, ``ssdistnr``, ``magpsf``, ``fwhm``, ``rb`` ...) and three
-cutouts, each a dict with ``fileName`` and ``stampData``: a gzip-compressed FITS image, normally
-63×63 px. ``write_test_alert`` writes small synthetic packets for tests and examples.
+A packet (see ``../shared/data/ztf_alerts/README.md`` beside the checkout) holds ``candid``, ``objectId``, a
+``candidate`` record (``isdiffpos``, ``ssdistnr``, ``magpsf``, ``fwhm``, ``rb``, ``ndethist``,
+``jdstarthist`` ...), ``prv_candidates`` (the earlier detections and upper limits at the position,
+up to 30 days back; see :meth:`Alert.previous_detections`) and three cutouts, each a dict with
+``fileName`` and ``stampData``: a gzip-compressed FITS image, normally 63×63 px. ``write_test_alert``
+writes small synthetic packets for tests and examples.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Alert:
         :attr:`signed_difference` for a consistent science-minus-reference sign. NaN kept.
     science, template : (h, w) float32 array or None
         Science and reference stamps in DN, NaN kept; None when the packet has no such cutout.
+    prv_candidates : tuple of dict
+        The packet's ``prv_candidates`` records as read (detections and non-detections); empty when
+        the packet has none.
     """
 
     path: Path
@@ -65,6 +70,7 @@ class Alert:
     difference: np.ndarray = field(repr=False)
     science: np.ndarray | None = field(repr=False, default=None)
     template: np.ndarray | None = field(repr=False, default=None)
+    prv_candidates: tuple[dict[str, Any], ...] = field(repr=False, default=())
 
     @property
     def signed_difference(self) -> np.ndarray:
@@ -76,6 +82,25 @@ class Alert:
         """Distance in arcsec to the nearest known solar-system object; None or -999 when there is none."""
         value = self.candidate.get("ssdistnr")
         return None if value is None else float(value)
+
+    def previous_detections(self) -> dict[str, np.ndarray]:
+        """The detections among ``prv_candidates`` (entries with a ``candid``; upper limits have none).
+
+        Returns
+        -------
+        dict of (K,) arrays
+            ``jd`` (days), ``ra``, ``dec`` (deg), ``magpsf`` (NaN when absent) and ``isdiffpos``
+            (bool); entries without a finite ``jd``, ``ra`` and ``dec`` are left out.
+        """
+        rows = [p for p in self.prv_candidates if p.get("candid") is not None]
+
+        def column(key: str) -> np.ndarray:
+            return np.array([np.nan if p.get(key) is None else float(p[key]) for p in rows], dtype=np.float64)
+
+        table = {key: column(key) for key in ("jd", "ra", "dec", "magpsf")}
+        table["isdiffpos"] = np.array([str(p.get("isdiffpos")).strip().lower() in _TRUE for p in rows], dtype=bool)
+        keep = np.isfinite(table["jd"]) & np.isfinite(table["ra"]) & np.isfinite(table["dec"])
+        return {key: value[keep] for key, value in table.items()}
 
     @property
     def is_known_asteroid(self) -> bool:
@@ -214,6 +239,11 @@ def _parse_record(path: Path, record: Any, index: int) -> Alert:
             continue
         stamps[name] = decode_stamp(data, source=f"{label} {key}")
     object_id = record.get("objectId")
+    history = record.get("prv_candidates")
+    if history is None:
+        history = []
+    if not isinstance(history, list) or not all(isinstance(p, dict) for p in history):
+        raise input_error(label, "'prv_candidates' is not a list of records", found=type(history).__name__)
     return Alert(
         path=path,
         candid=candid,
@@ -223,6 +253,7 @@ def _parse_record(path: Path, record: Any, index: int) -> Alert:
         difference=stamps["difference"],
         science=stamps["science"],
         template=stamps["template"],
+        prv_candidates=tuple(dict(p) for p in history),
     )
 
 
@@ -241,6 +272,9 @@ def _parse_isdiffpos(label: str, value: Any) -> bool:
 # --- synthetic packets for tests and examples ------------------------------------------------------
 
 _AVRO_TYPES = ((bool, "boolean"), (int, "long"), (float, "double"), (str, "string"))
+# prv_candidates fields the synthetic packets carry (a subset of ZTF's, same names and meanings)
+PRV_FIELDS = {"jd": "double", "candid": "long", "fid": "long", "ra": "double", "dec": "double",
+              "magpsf": "double", "isdiffpos": "string", "diffmaglim": "double"}
 
 
 def make_test_record(
@@ -252,6 +286,7 @@ def make_test_record(
     ssdistnr: float = -999.0,
     candid: int = 1,
     object_id: str = "ZTF23test",
+    prv_candidates: Sequence[dict] | None = None,
     **candidate_fields: Any,
 ) -> dict:
     """Build one minimal alert record (a plain dict) for :func:`write_test_alerts`.
@@ -268,6 +303,9 @@ def make_test_record(
         Arcsec to the nearest known solar-system object; -999 for none.
     candid : int
         Alert ID, also stored in the candidate record.
+    prv_candidates : sequence of dict or None
+        Earlier detections (give ``candid``) and upper limits (``candid`` None) with the keys of
+        ``PRV_FIELDS`` (missing keys are stored as null); None stores a null list.
     **candidate_fields
         Extra or overriding candidate fields (bool, int, float or str values); defaults give
         ``magpsf=19.0``, ``fwhm=2.0``, ``rb=0.9``, ``jd=2460236.0``, ``fid=2``.
@@ -283,7 +321,9 @@ def make_test_record(
         "rb": 0.9,
     }
     candidate.update(candidate_fields)
-    record: dict[str, Any] = {"candid": int(candid), "objectId": object_id, "candidate": candidate}
+    record: dict[str, Any] = {"candid": int(candid), "objectId": object_id, "candidate": candidate,
+                              "prv_candidates": None if prv_candidates is None else
+                              [{key: p.get(key) for key in PRV_FIELDS} for p in prv_candidates]}
     for name, key in STAMP_KEYS.items():
         stamp = {"difference": difference, "science": science, "template": template}[name]
         record[key] = None if stamp is None else {"fileName": f"candid{candid}_{name}.fits.gz", "stampData": _encode_stamp(stamp)}
@@ -313,6 +353,7 @@ def write_test_alert(
     isdiffpos: bool | str = True,
     ssdistnr: float = -999.0,
     candid: int = 1,
+    prv_candidates: Sequence[dict] | None = None,
     overwrite: bool = False,
     **candidate_fields: Any,
 ) -> Path:
@@ -324,6 +365,7 @@ def write_test_alert(
         isdiffpos=isdiffpos,
         ssdistnr=ssdistnr,
         candid=candid,
+        prv_candidates=prv_candidates,
         **candidate_fields,
     )
     return write_test_alerts(path, [record], overwrite=overwrite)
@@ -360,6 +402,9 @@ def _test_schema(candidate: dict[str, Any]) -> dict:
             {"name": "candid", "type": "long"},
             {"name": "objectId", "type": "string"},
             {"name": "candidate", "type": {"type": "record", "name": "candidate", "fields": fields}},
+            {"name": "prv_candidates", "default": None, "type": ["null", {"type": "array", "items": {
+                "type": "record", "name": "prv_candidate",
+                "fields": [{"name": k, "type": ["null", t], "default": None} for k, t in PRV_FIELDS.items()]}}]},
             {"name": "cutoutScience", "type": ["null", cutout], "default": None},
             {"name": "cutoutTemplate", "type": ["null", "cutout"], "default": None},
             {"name": "cutoutDifference", "type": ["null", "cutout"], "default": None},

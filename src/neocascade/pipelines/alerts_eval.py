@@ -4,7 +4,10 @@
 task :func:`evaluate_alerts`, dispatched by :func:`neocascade.pipelines.detect.run`) reads
 every ``*.avro`` under ``data.path`` (default ``../shared/data/ztf_alerts``, or ``$NEOCASCADE_ALERTS``),
 de-duplicates by ``candid``, scores each alert's position in its difference stamp (science minus
-reference) and writes to ``outputs/eval/ztf_alerts/<name>/``:
+reference), flags the alerts whose position already held a detection too long ago for an asteroid
+(the packet's ``jdstarthist`` and ``prv_candidates``; ``data.history=true`` makes "stamp accepted and
+not stationary" the headline, ``false`` the stamp alone; both are always reported) and writes to
+``outputs/eval/ztf_alerts/<name>/``:
 
 - ``alerts_report.md``: recall on known asteroids, rejection of negative subtractions and of low
   real-bogus alerts, positive rate on the other alerts, overall and by ``magpsf``;
@@ -27,12 +30,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from neocascade.detection.alerts import (
+    HISTORY_MATCH_ARCSEC,
+    MIN_RATE_ARCSEC_PER_HOUR,
     alert_masks,
     alert_metrics,
     alert_table,
+    previous_detections,
     rate,
     scalar_alert_metrics,
     score_alerts,
+    stationary_by_history,
 )
 from neocascade.errors import InputError, input_error
 from neocascade.utils.atomic import atomic_path, check_writable, save_json, save_text
@@ -64,7 +71,19 @@ def evaluate_alerts(cfg: DictConfig) -> int:
     masks = alert_masks(table, known_arcsec=float(data.get("known_asteroid_arcsec", 5.0)),
                         low_rb=float(data.get("low_rb", 0.5)))
     mag_edges = list(OmegaConf.to_container(data.get("mag_edges"))) if data.get("mag_edges") is not None else [19.0]
-    metrics = alert_metrics(scores, masks, magpsf=table["magpsf"], threshold1=cascade.threshold1, mag_edges=mag_edges)
+    rule = {"match_arcsec": float(data.get("history_match_arcsec", HISTORY_MATCH_ARCSEC)),
+            "min_rate_arcsec_per_hour": float(data.get("history_min_rate", MIN_RATE_ARCSEC_PER_HOUR))}
+    history = stationary_by_history(table, previous_detections(usable), **rule)
+    stamp_detected = np.asarray(scores["detected"], dtype=bool)
+    variants = {"stamp": stamp_detected, "stamp_history": stamp_detected & ~history["stationary"]}
+    headline = "stamp_history" if bool(data.get("history", True)) else "stamp"
+    scores = {**scores, "detected_stamp": stamp_detected, "detected": variants[headline], **history}
+    by_variant = {
+        name: alert_metrics({**scores, "detected": detected}, masks, magpsf=table["magpsf"],
+                            threshold1=cascade.threshold1, mag_edges=mag_edges)
+        for name, detected in variants.items()
+    }
+    metrics = dict(by_variant[headline])
     stored = score_alerts([a for a, neg in zip(usable, masks["negative"]) if neg], cascade, signed=False)
     metrics["negative_as_stored_acceptance"] = rate(stored["detected"])
     result = {
@@ -78,8 +97,13 @@ def evaluate_alerts(cfg: DictConfig) -> int:
         "thresholds": {"stage1": cascade.threshold1, "stage2": cascade.threshold2},
         "input_spec": dict(cascade.input_spec),
         "group_sizes": {key: int(mask.sum()) for key, mask in masks.items()},
-        "scalars": scalar_alert_metrics(metrics),
+        "headline": headline,
+        "history": {**rule, "n_stationary": int(history["stationary"].sum())},
+        "scalars": {**scalar_alert_metrics(metrics),
+                    **{k: v for name, m in by_variant.items()
+                       for k, v in scalar_alert_metrics(m, prefix=f"ztf_alerts_{name}").items()}},
         **metrics,
+        "variants": by_variant,
     }
     save_json(out / "metrics.json", result, overwrite=overwrite)
     save_text(out / "alerts.csv", alerts_csv(table, masks, scores), overwrite=overwrite)
@@ -184,8 +208,8 @@ def stamp_grid(stamps: Sequence[np.ndarray], labels: Sequence[str], *, title: st
 
 def alerts_csv(table: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray]) -> str:
     """Per-alert CSV text: packet fields, group flags and scores."""
-    columns = ["candid", "object_id", "file", "isdiffpos", "ssdistnr", "magpsf", "rb", "fid", *masks, "p1", "p2",
-               "peak", "snr", "detected"]
+    columns = ["candid", "object_id", "file", "isdiffpos", "ssdistnr", "magpsf", "rb", "fid", "ndethist", *masks,
+               "p1", "p2", "peak", "snr", "detected_stamp", "history_span_min", "stationary", "detected"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -229,7 +253,25 @@ def report_markdown(result: Mapping[str, Any], cfg: DictConfig) -> str:
         "science minus reference (`isdiffpos` 'f' stamps are stored sign-flipped and are negated back), so a fading "
         "source is negative. Nothing here was trained or tuned on these alerts.",
         "",
+        f"Headline (`data.history={str(result['headline'] == 'stamp_history').lower()}`): "
+        + ("stamp accepted **and** no earlier detection at the position. " if result["headline"] == "stamp_history"
+           else "the stamp score alone. ")
+        + f"History rule, fixed a priori from motion physics: an asteroid moving at least "
+        f"{result['history']['min_rate_arcsec_per_hour']:g}\"/h leaves a {result['history']['match_arcsec']:g}\" "
+        f"circle within {60 * result['history']['match_arcsec'] / result['history']['min_rate_arcsec_per_hour']:.0f} "
+        "min, so an alert whose position already held a detection earlier than that (`jdstarthist`, or a "
+        "`prv_candidates` detection within the radius) is stationary. "
+        f"{result['history']['n_stationary']} of {result['n_alerts']} alerts are stationary by that rule. "
+        "Known-object fields (`ssdistnr`, `ssnamenr`, `ssmagnr`) are only labels.",
+        "",
         "Rates are k/n with a Wilson 95 % interval.",
+        "",
+        "| metric | stamp only | stamp + history |",
+        "|---|---|---|",
+        *[f"| `{key}` | {_fmt(result['variants']['stamp'][key])} | {_fmt(result['variants']['stamp_history'][key])} |"
+          for key in ("known_asteroid_recall", "negative_rejection", "low_rb_rejection", "other_positive_rate")],
+        "",
+        "Headline details:",
         "",
         "| metric | what it should be | value |",
         "|---|---|---|",
