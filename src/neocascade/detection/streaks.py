@@ -6,6 +6,11 @@ line can add dozens of false detections to a quadrant. Asteroid trails are short
 longest are 10 px; ZTF's main-belt and most NEO trails in 30 s are well under 100 px), and
 asteroids are scattered at random, so many detections on one straight line spanning hundreds of px
 are a streak. This is applied to the accepted candidates of one image, before merging.
+
+Given the image, the veto decides on the line's features rather than its length: the line is measured
+(:func:`~neocascade.detection.trails.measure_line`) and its members are kept when it is a finite trail
+inside the image with a PSF-wide profile, ending where the signal stops (an asteroid moving fast), and
+removed when it crosses the image, continues past its ends (dashed), or is sharper than the PSF (a column).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 
 import numpy as np
 
-__all__ = ["StreakVeto", "streak_members"]
+__all__ = ["StreakVeto", "finite_trail", "streak_lines", "streak_members"]
 
 
 def streak_members(
@@ -59,6 +64,18 @@ def streak_members(
         raise ValueError(f"x, y: expected equal 1-D shapes, got {xs.shape} and {ys.shape}")
     _check_settings(min_points, tolerance, min_span)
     out = np.zeros(xs.size, dtype=bool)
+    for members in streak_lines(xs, ys, min_points=min_points, tolerance=tolerance, min_span=min_span):
+        out[members] = True
+    return out
+
+
+def streak_lines(
+    x: np.ndarray, y: np.ndarray, *, min_points: int = 6, tolerance: float = 2.5, min_span: float = 200.0
+) -> list[np.ndarray]:
+    """The streaks :func:`streak_members` finds, one array of point indices per line (checked inputs assumed)."""
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    out: list[np.ndarray] = []
     finite = np.isfinite(xs) & np.isfinite(ys)
     if int(finite.sum()) < min_points:
         return out
@@ -93,7 +110,7 @@ def streak_members(
         members = members[_fit_line(px[members], py[members], tolerance)]
         if members.size >= min_points and _span(px[members], py[members]) >= min_span:
             taken[members] = True
-    out[index[taken]] = True
+            out.append(index[members])
     return out
 
 
@@ -104,12 +121,45 @@ class StreakVeto:
         _check_settings(min_points, tolerance, min_span)
         self.min_points, self.tolerance, self.min_span = int(min_points), float(tolerance), float(min_span)
 
-    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """(N,) bool: True for the detections to keep."""
-        return ~streak_members(x, y, min_points=self.min_points, tolerance=self.tolerance, min_span=self.min_span)
+    uses_image = True  # detect_image passes the pixels, so a line can be judged by its features
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+        """(N,) bool: True for the detections to keep.
+
+        Without ``image`` every streak's members go; with it, the members of a line measured as a finite
+        asteroid trail (:func:`finite_trail`) stay.
+        """
+        flagged = streak_members(x, y, min_points=self.min_points, tolerance=self.tolerance, min_span=self.min_span)
+        if image is None or not flagged.any():
+            return ~flagged
+        xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        for members in streak_lines(xs, ys, min_points=self.min_points, tolerance=self.tolerance,
+                                    min_span=self.min_span):
+            if finite_trail(image, xs[members], ys[members], tolerance=self.tolerance):
+                flagged[members] = False
+        return ~flagged
 
     def __repr__(self) -> str:
         return f"StreakVeto(min_points={self.min_points}, tolerance={self.tolerance}, min_span={self.min_span})"
+
+
+def finite_trail(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, tolerance: float = 2.5) -> bool:
+    """True when the detections at ``x, y`` (one line) lie on an asteroid's trail: the line measured in ``image``
+    ends inside the exposure (no signal continues past its ends, it does not cross the image), has a PSF-wide
+    profile, and holds every detection within ``tolerance`` px plus half its width."""
+    from neocascade.detection.trails import is_asteroid_trail, measure_line, point_segment_distance
+
+    arr = np.asarray(image)
+    if arr.ndim != 2 or min(arr.shape) < 32 or np.size(x) < 2:
+        return False
+    centre, normal = _line(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    angle = math.degrees(math.atan2(-normal[0], normal[1])) % 180.0
+    half = 0.5 * _span(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    row = measure_line(arr, x=centre[0], y=centre[1], angle=angle, half_length=half + 10.0)
+    if not is_asteroid_trail(row, arr.shape):
+        return False
+    d = point_segment_distance(x, y, row["x1"], row["y1"], row["x2"], row["y2"])
+    return bool((d <= tolerance + 0.5 * row["width"] + 2.0).all())
 
 
 def _check_settings(min_points: int, tolerance: float, min_span: float) -> None:

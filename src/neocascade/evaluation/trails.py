@@ -1,0 +1,118 @@
+"""Trail metrics: completeness by length, matched-filter SNR and surface brightness, false trails, satellites rejected.
+
+Pure array functions over truth rows (``x, y, magnitude, length, angle``) and trail tables
+(:data:`~neocascade.detection.trails.TRAIL_KEYS`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neocascade.detection.trails import point_segment_distance
+
+__all__ = ["binned_completeness", "expected_snr", "match_trails", "on_line", "surface_brightness", "truth_segments",
+           "visible_fraction"]
+
+
+def truth_segments(x: np.ndarray, y: np.ndarray, length: np.ndarray, angle: np.ndarray) -> tuple[np.ndarray, ...]:
+    """End points ``x1, y1, x2, y2`` of trails given by centre, length (px) and angle (deg from +x to +y)."""
+    x, y, length, angle = (np.asarray(v, dtype=np.float64) for v in (x, y, length, angle))
+    c, s = 0.5 * length * np.cos(np.deg2rad(angle)), 0.5 * length * np.sin(np.deg2rad(angle))
+    return x - c, y - s, x + c, y + s
+
+
+def match_trails(
+    truth: tuple[np.ndarray, ...], found: dict[str, np.ndarray], *, radius: float = 6.0, max_angle: float = 10.0,
+    min_length: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match found trails to true trails.
+
+    Parameters
+    ----------
+    truth : (x1, y1, x2, y2) of (M,) arrays
+        True segments (any length; trails leaving the image extend past it).
+    found : mapping
+        Trail table with ``x, y`` (midpoint) and ``angle``.
+    radius : float
+        Largest distance (px) of a found midpoint from a true segment: a trail cut by the image edge or a mask
+        has its visible midpoint on the true segment.
+    max_angle, min_length : float
+        Angles must agree within ``max_angle`` deg when the true trail is at least ``min_length`` px long
+        (shorter ones have no reliable angle).
+
+    Returns
+    -------
+    truth_found : (M,) bool
+    found_true : (N,) bool
+        A found trail that matches some true trail (any length, e.g. a slow asteroid's) is not false.
+    """
+    x1, y1, x2, y2 = (np.asarray(v, dtype=np.float64) for v in truth)
+    fx, fy, fa = (np.asarray(found[k], dtype=np.float64) for k in ("x", "y", "angle"))
+    if x1.size == 0 or fx.size == 0:
+        return np.zeros(x1.size, dtype=bool), np.zeros(fx.size, dtype=bool)
+    d = point_segment_distance(fx[None, :], fy[None, :], x1[:, None], y1[:, None], x2[:, None], y2[:, None])
+    angle = np.degrees(np.arctan2(y2 - y1, x2 - x1)) % 180.0
+    dang = np.abs((fa[None, :] - angle[:, None] + 90.0) % 180.0 - 90.0)
+    length = np.hypot(x2 - x1, y2 - y1)
+    hit = (d <= radius) & ((dang <= max_angle) | (length[:, None] < min_length))
+    return hit.any(axis=1), hit.any(axis=0)
+
+
+def on_line(found: dict[str, np.ndarray], x: float, y: float, angle: float, *, radius: float = 10.0,
+            max_angle: float = 5.0) -> np.ndarray:
+    """(N,) bool: found trails lying on the infinite line through (x, y) at ``angle`` (a satellite's streak)."""
+    fx, fy, fa = (np.asarray(found[k], dtype=np.float64) for k in ("x", "y", "angle"))
+    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    d = np.abs(-(fx - x) * s + (fy - y) * c)
+    dang = np.abs((fa - angle + 90.0) % 180.0 - 90.0)
+    return (d <= radius) & (dang <= max_angle)
+
+
+def expected_snr(flux: np.ndarray, length: np.ndarray, *, noise_rms: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
+    """Matched-filter SNR of a trail in white noise: ``F / (sigma sqrt(2 sqrt(pi) s (L + 2 sqrt(pi) s)))``.
+
+    ``s`` is the Gaussian sigma of the PSF (FWHM / 2.3548); L = 0 gives a point source's optimal SNR
+    ``F / (sigma sqrt(4 pi) s)``, a long trail ``F / (sigma sqrt(2 sqrt(pi) s L))``.
+    """
+    s = np.asarray(fwhm, dtype=np.float64) / 2.3548
+    k = 2.0 * np.sqrt(np.pi) * s
+    return np.asarray(flux, dtype=np.float64) / (np.asarray(noise_rms, dtype=np.float64)
+                                                 * np.sqrt(k * (np.asarray(length, dtype=np.float64) + k)))
+
+
+def surface_brightness(magnitude: np.ndarray, length: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
+    """Magnitude per px^2 of the trail's footprint (length + FWHM by FWHM): fainter is harder."""
+    area = (np.asarray(length, dtype=np.float64) + np.asarray(fwhm)) * np.asarray(fwhm, dtype=np.float64)
+    return np.asarray(magnitude, dtype=np.float64) + 2.5 * np.log10(area)
+
+
+def binned_completeness(values: np.ndarray, found: np.ndarray, edges: np.ndarray) -> list[dict]:
+    """Completeness in bins ``[edges[i], edges[i+1])`` of ``values``: rows ``{low, high, n, found, completeness}``."""
+    values, found = np.asarray(values, dtype=np.float64), np.asarray(found, dtype=bool)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (values >= low) & (values < high)
+        n = int(inside.sum())
+        k = int(found[inside].sum())
+        rows.append({"low": float(low), "high": float(high), "n": n, "found": k,
+                     "completeness": k / n if n else None})
+    return rows
+
+
+def visible_fraction(image: np.ndarray, x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray,
+                     *, step: float = 1.0) -> np.ndarray:
+    """(M,) share of each segment's length over finite, non-zero pixels (not masked, not a dead border, inside).
+
+    The segments are sampled every ``step`` px (nearest pixel); a zero-length segment is its one point.
+    """
+    x1, y1, x2, y2 = (np.asarray(v, dtype=np.float64) for v in (x1, y1, x2, y2))
+    if x1.size == 0:
+        return np.zeros(0)
+    n = int(np.ceil(np.hypot(x2 - x1, y2 - y1).max() / step)) + 1
+    t = np.linspace(0.0, 1.0, max(n, 2))
+    px = np.rint(x1[:, None] + t[None, :] * (x2 - x1)[:, None]).astype(np.int64)
+    py = np.rint(y1[:, None] + t[None, :] * (y2 - y1)[:, None]).astype(np.int64)
+    h, w = image.shape
+    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    values = image[np.clip(py, 0, h - 1), np.clip(px, 0, w - 1)]
+    return (inside & np.isfinite(values) & (values != 0)).mean(axis=1)
