@@ -375,3 +375,17 @@ def test_sigkilled_dask_worker_costs_nothing(tmp_path, night):
     assert (out / "catalogue.csv").read_text() == night["catalogue"]
     assert positions(rows_of(out))[0][0] == "0"
     assert not (out / STATE_DIR).exists() and sorted(p.name for p in out.rglob("*.tmp")) == []
+
+
+def test_partition_values_naming_one_folder_keep_every_row(tmp_path):
+    """Folders 'a b' and 'a_b' name the same partition folder: their rows share it, none is lost."""
+    artifact = tiny_artifact(tmp_path / "cascade.pt", threshold=0.4)
+    for folder in ("a b", "a_b"):
+        (tmp_path / folder).mkdir()
+        write_npz(tmp_path / folder / "images_0.npz", blob_image(shape=(32, 32), sources=((8, 8),))[None])
+    common = (f"input=['{tmp_path / 'a b'}','{tmp_path / 'a_b'}']", f"artifact={artifact}", "merge_radius=0",
+              "cluster=none")
+    assert detect(config(tmp_path, *common, f"out={tmp_path / 'csv'}")) == 0
+    assert detect(config(tmp_path, *common, f"out={tmp_path / 'pq'}", "format=parquet")) == 0
+    assert sorted(p.name for p in (tmp_path / "pq" / "catalogue").iterdir()) == ["folder=a_b"]
+    assert read_parquet_catalogue(tmp_path / "pq" / "catalogue").num_rows == len(rows_of(tmp_path / "csv")) == 8

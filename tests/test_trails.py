@@ -65,8 +65,11 @@ def test_bin_image_matches_nansum_and_counts():
 
 
 def test_trail_rates_and_position_angle():
+    # north up (+y, 90 deg), east left (180 deg): a line at 10 deg points just south of east (PA 100) or of west
     rate, pa = trail_rates(np.array([30.0]), np.array([10.0]), exptime=30.0, pixel_scale=1.0, north_angle=90.0)
-    assert rate[0] == pytest.approx(60.0) and pa[0] == pytest.approx(80.0)
+    assert rate[0] == pytest.approx(60.0) and pa[0] == pytest.approx(100.0)
+    _, pa = trail_rates(np.array([30.0]), np.array([135.0]), exptime=30.0, north_angle=90.0)
+    assert pa[0] == pytest.approx(45.0)  # up and to the left: north-east
     rate, pa = trail_rates(np.array([30.0]), np.array([10.0]), exptime=None)
     assert np.isnan(rate).all() and np.isnan(pa).all()
 

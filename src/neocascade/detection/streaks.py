@@ -133,11 +133,11 @@ class StreakVeto:
         if image is None or not flagged.any():
             return ~flagged
         xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        keep = np.ones(xs.size, dtype=bool)
         for members in streak_lines(xs, ys, min_points=self.min_points, tolerance=self.tolerance,
                                     min_span=self.min_span):
-            if finite_trail(image, xs[members], ys[members], tolerance=self.tolerance):
-                flagged[members] = False
-        return ~flagged
+            keep[members] = finite_trail(image, xs[members], ys[members], tolerance=self.tolerance)
+        return keep
 
     def __repr__(self) -> str:
         return f"StreakVeto(min_points={self.min_points}, tolerance={self.tolerance}, min_span={self.min_span})"

@@ -162,7 +162,7 @@ def trail_rates(
     rate = np.full(length.shape, np.nan)
     if exptime is not None and exptime > 0:
         rate = length * pixel_scale / (exptime / 60.0)
-    pa = np.full(length.shape, np.nan) if north_angle is None else (north_angle - angle) % 180.0
+    pa = np.full(length.shape, np.nan) if north_angle is None else (angle - north_angle) % 180.0
     return rate, pa
 
 

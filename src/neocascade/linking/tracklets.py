@@ -371,7 +371,9 @@ def _epoch_footprints(f: _Field, footprints: dict | None, opts: _Options) -> lis
     corners = np.stack([xi, eta], axis=-1)  # (K, 4, 2)
     tick = np.round(footprints["mjd"] * SECONDS_PER_DAY / opts.time_resolution)
     epoch_tick = np.round(f.epoch_mjd * SECONDS_PER_DAY / opts.time_resolution)
-    return [corners[tick == t] for t in epoch_tick]
+    # an image without data has four equal corners: it covers nothing (not, by a zero cross product, everything)
+    covers = (np.ptp(corners[..., 0], axis=1) > 0) & (np.ptp(corners[..., 1], axis=1) > 0)
+    return [corners[(tick == t) & covers] for t in epoch_tick]
 
 
 def _motion_ok(velocity: np.ndarray, opts: _Options) -> np.ndarray:

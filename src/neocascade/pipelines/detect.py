@@ -41,8 +41,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from neocascade.detection.catalogue import (
-    catalogue_rows, concat_catalogues, empty_catalogue, open_catalogue, read_part, write_parquet_catalogue,
-    write_part,
+    catalogue_rows, concat_catalogues, empty_catalogue, open_catalogue, partition_name, read_part,
+    write_parquet_catalogue, write_part,
 )
 from neocascade.detection.detector import (
     InputSpec, detect_image, input_spec, run_veto, score_stamps, stamp_centre,
@@ -168,7 +168,7 @@ def detect(cfg: DictConfig) -> int:
     files = _unique_files(files)
     cluster = Serial() if cfg.get("cluster") is None else instantiate(cfg.cluster)
     job = DetectJob(
-        artifact=str(cascade.path), artifact_sha256=_sha256(Path(str(cascade.path))),
+        artifact=str(Path(str(cascade.path)).resolve()), artifact_sha256=_sha256(Path(str(cascade.path))),
         expected_arch=_plain(cfg.get("expected_arch")), veto=veto_config, batch_size=batch_size,
         merge_radius=merge_radius, out=str(out.resolve()), partition_by=partition_by,
         torch_threads=cluster.torch_threads, trails=trails_config,
@@ -187,7 +187,8 @@ def detect(cfg: DictConfig) -> int:
         resumed = len(done)
         entries = _run_files(files, job, cluster, folder, done, max_overlays=max_overlays,
                              progress=bool(cfg.get("progress", True)))
-        counts, partitions = _assemble(entries, job.parts, by=None if partition_by == "none" else partition_by)
+        by = None if partition_by == "none" or fmt == "csv" else partition_by  # a CSV keeps input order
+        counts, partitions = _assemble(entries, job.parts, by=by)
         provenance = {"artifact_sha256": job.artifact_sha256 or "", "config_hash": config_hash}
         if fmt == "csv":
             with open_catalogue(folder.catalogue, overwrite=True) as writer:
@@ -613,7 +614,8 @@ def _assemble(entries: list[dict], parts: Path, *, by: str | None) -> tuple[dict
             counts[key] += entry[key]
         counts["rows"] += len(columns["x"])
         counts["trail_rows"] += int((np.asarray(columns["kind"], dtype=object) == "trail").sum())
-        grouped.setdefault("all" if by is None else entry["partition"], []).append(columns)
+        # grouped by folder name, so values that name the same folder ("a b", "a_b") share one part
+        grouped.setdefault("all" if by is None else partition_name(entry["partition"]), []).append(columns)
     partitions = {value: concat_catalogues(parts_) for value, parts_ in grouped.items()}
     return counts, partitions or {"all": empty_catalogue()}
 

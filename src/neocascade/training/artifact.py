@@ -702,6 +702,8 @@ def check_resume(path: str | os.PathLike, module: nn.Module) -> None:
 
     ckpt = load_checkpoint_dict(path)
     stored = ckpt.get("hyper_parameters") or {}
+    if not isinstance(stored, dict):
+        raise input_error(path, "hyper_parameters is not a mapping", found=type(stored).__name__)
     want = dict(module.hparams)
     if stored.get("arch") != want.get("arch"):
         raise input_error(path, f"trained as {stored.get('arch')!r}, config asks {want.get('arch')!r}")
