@@ -164,7 +164,7 @@ def iter_units(
     elif kind == "challenge":
         from neocascade.io.challenge import read_challenge
 
-        k = int(_CHALLENGE_IMAGES.match(path.name).group(1))
+        k = challenge_index(path)
         data = read_challenge(path.parent, k, allow_pickle=allow_pickle)
         for i in range(data.n_images):
             yield ImageUnit(path, i, _mask_invalid(data.image(i), False, saturation))
@@ -178,6 +178,11 @@ def iter_units(
 
         for alert in read_alerts(path):
             yield AlertUnit(path, _mask_alert(alert, saturation))
+
+
+def challenge_index(path: Path) -> int:
+    """The file number k of a challenge image file ``asteroid_difference_images_{k}.npz`` (``input_kind`` said so)."""
+    return int(_CHALLENGE_IMAGES.match(Path(path).name).group(1))
 
 
 def _npz_wcs(row: np.ndarray) -> Any:

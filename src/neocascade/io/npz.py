@@ -23,12 +23,15 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neocascade.errors import InputError, input_error
 from neocascade.utils.atomic import atomic_path, json_default
+
+if TYPE_CHECKING:  # astropy is imported only for files that carry a WCS
+    from neocascade.io.observation import Observation
 
 TRUTH_COLUMNS = ("image", "x", "y", "magnitude", "length", "angle")
 TRUTH_COLUMNS_ID = (*TRUTH_COLUMNS, "object_id")

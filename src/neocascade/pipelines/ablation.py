@@ -13,7 +13,6 @@ rewrites the rest.
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from neocascade.errors import input_error
 from neocascade.pipelines import paper as P
 from neocascade.pipelines import runner as R
 from neocascade.pipelines.common import write_section
-from neocascade.utils.atomic import save_json
 
 log = logging.getLogger("neocascade.ablation")
 
@@ -82,35 +80,13 @@ def plan(cfg: DictConfig, *, python: str | None = None) -> list[R.Step]:
 # ---------------------------------------------------------------------------------------------- speed
 def speed_task(args: Sequence[str]) -> dict:
     """Seconds per full quadrant of ``detect_image`` with the artifact's default inference; ``out/done.json``."""
-    import numpy as np
-    import torch
-    from hydra.utils import instantiate
-
-    from neocascade.detection.detector import detect_image, input_spec
-    from neocascade.training.artifact import load_cascade
-
     own = dict(a.split("=", 1) for a in args if "=" in a)
     missing = [k for k in ("artifact", "data", "out") if k not in own]
     if missing:
         raise input_error("ablation speed", "needs artifact=, data= and out=", found=missing)
     n_images, repeats, threads = (int(own.get(k, d)) for k, d in (("n_images", 2), ("repeats", 3), ("threads", 2)))
-    torch.set_num_threads(threads)
-    cascade = load_cascade(own["artifact"])
-    spec = input_spec(cascade)
-    data = R._compose_train([f"data={own['data']}"]).data
-    source = instantiate(data.source)
-    images = [np.asarray(source.read(int(data.split.test[0]), i)[0]) for i in range(n_images)]
-    detect_image(images[0], cascade, spec=spec)  # warm-up: layouts, oneDNN primitive caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for image in images:
-            detect_image(image, cascade, spec=spec)
-        times.append((time.perf_counter() - start) / len(images))
-    seconds = statistics.median(times)
-    result = {"seconds_per_quadrant": seconds, "quadrants_per_s": 1.0 / seconds, "seconds_all": times,
-              "threads": threads, "n_images": n_images, "shape": list(images[0].shape), "repeats": repeats}
-    save_json(Path(own["out"]) / R.DONE_FILE, result, overwrite=True)
+    result = R.time_detection(own["artifact"], R._compose_train([f"data={own['data']}"]).data, own["out"],
+                              n_images=n_images, repeats=repeats, threads=threads)
     log.info("%s: %.2f quadrants/s on %d threads", own["artifact"], result["quadrants_per_s"], threads)
     return result
 

@@ -47,7 +47,9 @@ from neocascade.detection.catalogue import (
 from neocascade.detection.detector import (
     InputSpec, detect_image, input_spec, run_veto, score_stamps, stamp_centre,
 )
-from neocascade.detection.inputs import KINDS, AlertUnit, ImageUnit, expand_inputs, input_kind, iter_units
+from neocascade.detection.inputs import (
+    KINDS, AlertUnit, ImageUnit, challenge_index, expand_inputs, input_kind, iter_units,
+)
 from neocascade.detection.trails import TrailDetector, build_trail_detector, trail_segments
 from neocascade.errors import InputError, input_error
 from neocascade.pipelines.common import INPUT_ERROR_EXIT, report_input_errors
@@ -445,8 +447,7 @@ def _image_count(path: Path, read_options: dict) -> int:
             return read_canonical(path, truth="ignore").n_images
         from neocascade.io.challenge import read_challenge
 
-        k = int(re.search(r"(\d+)\.npz$", path.name).group(1))
-        return read_challenge(path.parent, k, allow_pickle=read_options["allow_pickle"]).n_images
+        return read_challenge(path.parent, challenge_index(path), allow_pickle=read_options["allow_pickle"]).n_images
     except (ValueError, OSError):
         return 0
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -192,6 +193,40 @@ def _subprocess_runner(cwd: str | Path) -> Callable[[Command, list[str]], int]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def time_detection(artifact: str, data: DictConfig, out: str | Path, *, n_images: int, repeats: int,
+                   threads: int) -> dict:
+    """Seconds per quadrant of ``detect_image`` on the first test file of ``data``; written to ``out/done.json``.
+
+    One warm-up pass (layouts, oneDNN primitive caches), then ``repeats`` passes over up to ``n_images``
+    quadrants on ``threads`` torch threads; the median pass is reported.
+    """
+    import numpy as np
+    import torch
+    from hydra.utils import instantiate
+
+    from neocascade.detection.detector import detect_image, input_spec
+    from neocascade.training.artifact import load_cascade
+
+    torch.set_num_threads(threads)
+    cascade = load_cascade(artifact)
+    spec = input_spec(cascade)
+    source = instantiate(data.source)
+    file = int(data.split.test[0])
+    images = [np.asarray(source.read(file, i)[0]) for i in range(min(n_images, source.n_images(file)))]
+    detect_image(images[0], cascade, spec=spec)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in images:
+            detect_image(image, cascade, spec=spec)
+        times.append((time.perf_counter() - start) / len(images))
+    seconds = statistics.median(times)
+    result = {"seconds_per_quadrant": seconds, "quadrants_per_s": 1.0 / seconds, "seconds_all": times,
+              "threads": threads, "n_images": len(images), "shape": list(images[0].shape), "repeats": repeats}
+    save_json(Path(out) / DONE_FILE, result, overwrite=True)
+    return result
+
+
 def _compose_train(overrides: Sequence[str]) -> DictConfig:
     """``conf/train.yaml`` composed with train.py overrides (no Hydra run folder)."""
     from hydra import compose, initialize_config_dir

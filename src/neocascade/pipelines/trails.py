@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neocascade.errors import input_error
 from neocascade.pipelines.common import report_input_errors
+from neocascade.simulation.artifacts import flux_of
 
 log = logging.getLogger(__name__)
 SNR_EDGES = np.array([0.0, 5.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, np.inf])
@@ -91,7 +92,7 @@ def evaluate_trails(cfg: DictConfig) -> dict:
         r = np.clip(np.rint(truth[:, 2]).astype(np.int64), 0, image.shape[0] - 1)
         c = np.clip(np.rint(truth[:, 1]).astype(np.int64), 0, image.shape[1] - 1)
         visible = np.isfinite(image[r, c]) & (image[r, c] != 0)
-        flux = 10.0 ** (-0.4 * (truth[:, 3] - config.zero_point))
+        flux = flux_of(truth[:, 3], config.zero_point)
         snr = ev.expected_snr(flux, truth[:, 4], noise_rms=cond.noise_rms, fwhm=cond.fwhm)
         sb = ev.surface_brightness(truth[:, 3], truth[:, 4], np.full(len(truth), cond.fwhm))
         shown = ev.visible_fraction(image, *segments)

@@ -16,7 +16,6 @@ m50, SNR50, candidates per quadrant, quadrants/s) goes into the ``transfer`` sec
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -172,33 +171,10 @@ def snr_task(args: Sequence[str]) -> dict:
 
 def speed_task(args: Sequence[str]) -> dict:
     """Seconds per quadrant of ``detect_image`` on the sky's first test file; ``out/done.json``."""
-    import torch
-    from hydra.utils import instantiate
-
-    from neocascade.detection.detector import detect_image, input_spec
-    from neocascade.training.artifact import load_cascade
-
     own, rest = _own(args, ("artifact", "out", "n_images", "repeats", "threads"), ("artifact", "out"))
     n_images, repeats, threads = (int(own.get(k, d)) for k, d in (("n_images", 2), ("repeats", 3), ("threads", 2)))
-    torch.set_num_threads(threads)
-    cascade = load_cascade(own["artifact"])
-    spec = input_spec(cascade)
-    data = R._compose_train(rest).data
-    source = instantiate(data.source)
-    file = int(data.split.test[0])
-    images = [np.asarray(source.read(file, i)[0]) for i in range(min(n_images, source.n_images(file)))]
-    detect_image(images[0], cascade, spec=spec)  # warm-up: layouts, oneDNN primitive caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for image in images:
-            detect_image(image, cascade, spec=spec)
-        times.append((time.perf_counter() - start) / len(images))
-    seconds = statistics.median(times)
-    result = {"seconds_per_quadrant": seconds, "quadrants_per_s": 1.0 / seconds, "seconds_all": times,
-              "threads": threads, "n_images": len(images), "shape": list(images[0].shape), "repeats": repeats}
-    save_json(Path(own["out"]) / R.DONE_FILE, result, overwrite=True)
-    return result
+    return R.time_detection(own["artifact"], R._compose_train(rest).data, own["out"], n_images=n_images,
+                            repeats=repeats, threads=threads)
 
 
 # ---------------------------------------------------------------------------------------------- results
