@@ -252,3 +252,92 @@ def test_trail_and_point_rows_survive_the_arrow_round_trip():
     assert list(back["kind"]) == ["point", "trail"] and np.isnan(back["x1"][0]) and back["x1"][1] == 10.0
     assert back["length"][1] == 80.0 and np.isnan(back["p1"][1]) and np.isnan(back["rate"]).all()
     assert tuple(to_arrow(points).column_names) == tuple(table.column_names)  # no trail: the same schema
+
+
+def test_a_bright_point_on_a_trail_does_not_shorten_it():
+    image = add_trail(noise_image(11), x=256.0, y=256.0, length=160.0, angle=20.0, flux=9000.0)
+    c, s = np.cos(np.deg2rad(20.0)), np.sin(np.deg2rad(20.0))
+    yy, xx = np.mgrid[:9, :9]
+    spot = 4000.0 * np.exp(-0.5 * ((xx - 4) ** 2 + (yy - 4) ** 2) / 0.8**2)  # a cosmic ray / residual on the trail
+    r0, c0 = int(round(256 + 50 * s)) - 4, int(round(256 + 50 * c)) - 4
+    image[r0:r0 + 9, c0:c0 + 9] += spot.astype(np.float32)
+    found = find_trails(image)
+    assert found["x"].size == 1
+    assert found["length"][0] == pytest.approx(160.0, abs=12.0)
+    assert found["x"][0] == pytest.approx(256.0, abs=6.0) and found["y"][0] == pytest.approx(256.0, abs=6.0)
+
+
+def test_a_trail_crossing_a_satellite_is_found_once_and_the_satellite_rejected():
+    found_once = 0
+    for seed in range(12, 24):  # SNR ~25 beside a satellite of SNR ~2,400: twelve noise draws, every one found
+        image = noise_image(seed, (768, 768))
+        rows, cols, values = line_pixels(image.shape, x=384.0, y=400.0, angle=2.0, fwhm=2.4, peak=400.0)
+        image[rows, cols] += values
+        add_trail(image, x=390.0, y=380.0, length=220.0, angle=60.0, flux=5000.0)
+        found = find_trails(image, return_rejected=True)
+        rejected = found.pop("rejected")
+        satellite = rejected["reason"] == 1
+        assert (np.abs((rejected["angle"][satellite] - 2.0 + 90.0) % 180.0 - 90.0) <= 2.0).any()
+        found_once += int(found["x"].size == 1 and abs((found["angle"][0] - 60.0 + 90.0) % 180.0 - 90.0) <= 3.0)
+    assert found_once == 12
+
+
+def test_matched_filter_snr_white_noise_masks_and_monte_carlo():
+    from neocascade.evaluation.trails import matched_filter_snr
+    from neocascade.simulation.noise import correlated_noise
+
+    shape = (160, 160)
+    m = render_long_trail(shape, x=80.0, y=80.0, length=60.0, angle=30.0, flux=1500.0, fwhm=2.2, beta=3.0)
+    valid, rms = np.ones(shape, dtype=bool), np.full(shape, 5.0, dtype=np.float32)
+    white = matched_filter_snr(m.rows, m.cols, m.values, valid=valid, rms=rms, correlation=0.0)
+    assert white == pytest.approx(np.sqrt(np.sum(m.values.astype(np.float64) ** 2)) / 5.0, rel=1e-6)
+    half = valid.copy()
+    half[:, 80:] = False
+    masked = matched_filter_snr(m.rows, m.cols, m.values, valid=half, rms=rms, correlation=0.0)
+    assert 0.6 * white < masked < 0.8 * white  # half the trail's energy: 1/sqrt(2) of the SNR
+    assert matched_filter_snr(m.rows, m.cols, m.values, valid=np.zeros(shape, bool), rms=rms, correlation=0.3) == 0.0
+    # correlated noise: the optimal filter's output over many noise draws has the predicted SNR
+    rho = 0.3
+    snr = matched_filter_snr(m.rows, m.cols, m.values, valid=valid, rms=rms, correlation=rho)
+    assert snr < 0.8 * white  # correlated noise hides a smooth signal
+    from neocascade.simulation.noise import correlation_kernel
+
+    s = np.zeros(shape)
+    np.add.at(s, (m.rows, m.cols), m.values)
+    e, c, _ = correlation_kernel(rho)
+    gain = [c + 2 * e * np.cos(2 * np.pi * np.fft.fftfreq(n)) for n in shape]
+    w = np.real(np.fft.ifft2(np.fft.fft2(s) / (gain[0][:, None] * gain[1][None, :]) ** 2))
+    rng = np.random.default_rng(5)
+    outputs = [float((w * correlated_noise(shape, rng=rng, correlation=rho, rms=5.0)).sum()) for _ in range(400)]
+    assert float((w * s).sum()) / np.std(outputs) == pytest.approx(snr, rel=0.1)
+
+
+def test_trail_models_are_the_simulated_trails():
+    from neocascade.simulation.config import SimConfig
+    from neocascade.simulation.quadrant import simulate_image, trail_models
+
+    config = SimConfig(shape=(400, 400), n_asteroids=3, fast_mover_rate=400.0, fast_mover_length_range=(20.0, 60.0),
+                       noise_rms=0.01, noise_rms_range=(0.01, 0.01), poisson=False, cosmic_ray_rate=0.0,
+                       hot_pixel_rate=0.0, star_residual_rate=0.0, saturated_rate=0.0, bad_column_rate=0.0,
+                       satellite_probability=0.0, masked_region_rate=0.0, transient_rate=0.0)
+    image, truth = simulate_image(config, seed=3, file_index=0, image_index=1)
+    models, rms, rho = trail_models(config, seed=3, file_index=0, image_index=1)
+    assert len(models) == len(truth) and len(truth) > 3
+    model = np.zeros(image.shape)
+    for m in models:
+        np.add.at(model, (m.rows, m.cols), m.values)
+    signal = np.abs(model) > 1.0
+    np.testing.assert_allclose(np.nan_to_num(image)[signal], model[signal], rtol=0.02, atol=0.2)
+    assert rho == config.noise_correlation and rms.shape == image.shape
+
+
+def test_a_satellite_clipping_a_corner_is_not_a_trail():
+    image = noise_image(14)
+    rows, cols, values = line_pixels(image.shape, x=60.0, y=450.0, angle=45.0, peak=120.0, fwhm=2.6)
+    image[rows, cols] += values  # visible over ~120 px only: the corner cuts it, both ends leave the image
+    add_trail(image, x=300.0, y=200.0, length=120.0, angle=45.0, flux=15000.0)  # the same line length, inside
+    found = find_trails(image, return_rejected=True)
+    rejected = found.pop("rejected")
+    assert found["x"].size == 1 and found["x"][0] == pytest.approx(300.0, abs=5.0)
+    corner = (rejected["x"] < 150) & (rejected["y"] > 350)
+    assert corner.any() and (rejected["reason"][corner] == 1).all()

@@ -9,18 +9,22 @@ path: 8 x 8 px bins clipped at 3 sigma and summed along a ~70 px line in 12 dire
 
 Measurement, on the full-resolution image along a rotated grid of bilinear samples (9 px across): the
 cross-track centroid corrects position and direction, the run of samples maximising sum / sqrt(length) (a
-top-hat matched filter) gives the end points, and the run is regrown while it touches the sampled extent. A
-trail is reported with end points, length, angle, total flux, matched-filter SNR, width and, given the
-exposure time, rate and position angle.
+top-hat matched filter) gives the end points, and the run is regrown while it touches the sampled extent.
+Samples count at most max(5 sigma, twice the line's median) in the end points and the SNR, so a cosmic ray
+or a star residual on a trail neither becomes the line nor stretches it. A trail is reported with end points,
+length, angle, total flux, matched-filter SNR, width and, given the exposure time, rate and position angle.
+Once satellites and bad columns are known, they are masked and the search runs again near them: a trail
+crossing a satellite had joined its region.
 
 Discrimination (not a length rule): a line is a satellite or aircraft when it reaches the image edge or a mask
-at both ends over half of ``max_length``, or when signal goes on along it past its ends (dashed or partly
-hidden); a bad column when its flux sits in one pixel column; dashed when three pieces are collinear or its
+at both ends over half of ``max_length``, when nothing but masked pixels lies past either end up to the image
+edge (a satellite clipping a corner), or when signal goes on along it past its ends (dashed or partly hidden); a bad column when its flux sits in one pixel column; dashed when three pieces are collinear or its
 10 px pieces have gaps; not a trail when narrower or wider than a PSF, too short, or too faint.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping
 
@@ -43,6 +47,8 @@ LINE_TAPS = 9  # 8 x 8 px bins summed along a line: ~70 px, where a faint long t
 LINE_ANGLES = 12  # directions 15 deg apart: a 9-bin line drifts by under a bin from the nearest one
 LINE_CLIP = 3.0  # sigma: bins clipped here before summing, so point sources do not look like lines
 LINE_SEED, LINE_GROW = 5.0, 3.0  # hysteresis levels on the line-filtered image (robust SNR)
+BOX_CLIP, BOX_RELATIVE = 5.0, 2.0  # samples count at most max(5 sigma, 2 x the line's median) in end points, SNR
+SAT_BAND = 12.0  # px either side of a satellite or column (plus 3 of its widths) masked before looking again
 FAINT_REACH = 60.0  # px searched past a faint candidate's ends for the rest of its trail
 FAINT_MIN_LENGTH = 60.0
 JOIN_SNR = 30.0  # pieces fainter than this are joined when collinear; a bright line's pieces are a satellite's  # px: shorter lines from the faint path are left to the main one
@@ -264,19 +270,34 @@ def find_trails(
             band = (row["x"], row["y"], row["angle"], 2.0 * row["width"] + 4.0)
             rows += [_measure(filled, noise, *part, exclude=band, **cut)
                      for part, ok in zip(parts, _elongated(filled, noise, parts)) if ok]
-    for line in _faint_lines(*bins[4:]):  # a faint trail's best box stops short by chance: search far past it
+    faint = _faint_lines(*bins[4:])
+    for line in faint:  # a faint trail's best box stops short by chance: search far past it
         row = _measure(filled, noise, *line, reach=FAINT_REACH, **cut)
         if row is not None and row["length"] >= FAINT_MIN_LENGTH:
             rows.append(row)
     rows = [r for r in rows if r is not None]
     rows += [r for r in (_measure(filled, noise, *line, **cut) for line in _joins(rows, min_length=min_length))
              if r is not None]
-    extra = ("edges", "beyond1", "beyond2", "sharp", "gaps")
+    extra = ("edges", "open", "beyond1", "beyond2", "sharp", "gaps")
     table = {key: np.array([r[key] for r in rows], dtype=np.float64) for key in (*TRAIL_KEYS, *extra)}
     table = _dedupe(table)
-    reason = _classify(table, arr.shape, min_snr=min_snr, short_length=short_length, short_snr=short_snr,
-                       min_length=min_length, min_elongation=min_elongation, max_length=max_length,
-                       min_width=min_width, max_width=max_width)
+    settings = dict(min_snr=min_snr, short_length=short_length, short_snr=short_snr, min_length=min_length,
+                    min_elongation=min_elongation, max_length=max_length, min_width=min_width, max_width=max_width)
+    reason = _classify(table, arr.shape, **settings)
+    wide = (reason == 1) | (reason == 2)
+    if wide.any():  # look again with the satellites and columns masked: trails crossing them
+        again, faint, masked = _without_lines(filled, bins, table, wide, (lines, faint), seed_snr=seed_snr,
+                                              grow_snr=grow_snr)
+        more = [_measure(masked, noise, *line, **cut) for line, ok in zip(again, _elongated(masked, noise, again))
+                if ok]
+        more += [r for r in (_measure(masked, noise, *line, reach=FAINT_REACH, **cut) for line in faint)
+                 if r is not None and r["length"] >= FAINT_MIN_LENGTH]
+        more = [r for r in more if r is not None]
+        more += [r for r in (_measure(masked, noise, *line, **cut) for line in _joins(more, min_length=min_length))
+                 if r is not None]  # a trail's two sides of the satellite are one trail
+        if more:
+            table = _dedupe({key: np.r_[table[key], [r[key] for r in more]] for key in table})
+            reason = _classify(table, arr.shape, **settings)
     table["rate"], table["pa"] = trail_rates(table["length"], table["angle"], exptime=exptime)
     order = np.argsort(-table["flux"], kind="stable")
     keep = order[reason[order] == 0]
@@ -415,7 +436,7 @@ def _robust_sigma(values: np.ndarray) -> float:
 
 def _candidates(arr: np.ndarray, *, seed_snr: float, grow_snr: float) -> tuple[list, np.ndarray, float, tuple]:
     """Candidate lines (x, y, angle, half-length in px) from the binned image, the NaN-free image, its noise, and
-    each line's bins (rows, cols, line index, binned SNR image) for :func:`_split`."""
+    each line's bins (rows, cols, line index, binned SNR image, sums, counts, bin sigma) for :func:`_split`."""
     h, w = (arr.shape[0] // BIN) * BIN, (arr.shape[1] // BIN) * BIN
     finite = np.isfinite(arr)
     filled = np.where(finite, arr, np.float32(0.0))
@@ -423,13 +444,19 @@ def _candidates(arr: np.ndarray, *, seed_snr: float, grow_snr: float) -> tuple[l
     counts = _block_sum(finite[:h, :w].view(np.uint8), BIN)
     full = counts == BIN * BIN
     sigma_bin = _robust_sigma(sums[::2, ::2][full[::2, ::2]])
+    lines, bins = _binned_lines(sums, counts, sigma_bin, seed_snr=seed_snr, grow_snr=grow_snr)
+    return lines, filled, sigma_bin / BIN, bins  # per-pixel noise that sums like the image's (correlations included)
+
+
+def _binned_lines(sums: np.ndarray, counts: np.ndarray, sigma_bin: float, *, seed_snr: float,
+                  grow_snr: float) -> tuple[list, tuple]:
+    """Candidate lines and their bins (see :func:`_candidates`) from binned sums and finite-pixel counts."""
     z = sums / (np.float32(sigma_bin) * np.sqrt(np.maximum(counts, 1).astype(np.float32) / np.float32(BIN * BIN)))
     z[counts == 0] = 0.0
     smooth = ndimage.gaussian_filter(z, 1.0)
     smooth /= _robust_sigma(smooth[::2, ::2])
     grown, n = ndimage.label(smooth > grow_snr, structure=np.ones((3, 3)))
-    noise = sigma_bin / BIN  # per-pixel noise that sums like the image's (correlations included)
-    none = ([], filled, noise, (np.zeros(0, np.int64),) * 3 + (z, sums, counts, sigma_bin))
+    none = ([], (np.zeros(0, np.int64),) * 3 + (z, sums, counts, sigma_bin))
     if n == 0:
         return none
     rr, cc = np.nonzero(grown)
@@ -441,7 +468,66 @@ def _candidates(arr: np.ndarray, *, seed_snr: float, grow_snr: float) -> tuple[l
         return none
     rr, cc, lab = rr[keep], cc[keep], lab[keep]
     _, inv = np.unique(lab, return_inverse=True)
-    return _lines_from_bins(rr, cc, inv, z), filled, noise, (rr, cc, inv, z, sums, counts, sigma_bin)
+    return _lines_from_bins(rr, cc, inv, z), (rr, cc, inv, z, sums, counts, sigma_bin)
+
+
+def _without_lines(filled: np.ndarray, bins: tuple, table: dict[str, np.ndarray], which: np.ndarray, seen: tuple,
+                   *, seed_snr: float, grow_snr: float) -> tuple[list, list, np.ndarray]:
+    """New candidate lines (bright, then faint) once the ``which`` lines of ``table`` (satellites, columns) are
+    masked over SAT_BAND px plus three of their widths either side, and that masked image.
+
+    A trail crossing a satellite joins its region, so it is looked for again with the satellite's pixels gone.
+    Lines already among ``seen`` (the first pass's bright and faint candidates) are not returned again.
+    """
+    sums, counts, sigma_bin = bins[4], bins[5], bins[6]
+    h, w = filled.shape
+    hit = np.zeros(h * w, dtype=bool)
+    for i in np.flatnonzero(which):
+        c, s = math.cos(math.radians(table["angle"][i])), math.sin(math.radians(table["angle"][i]))
+        half = 0.5 * table["length"][i] + SAT_BAND
+        t = np.arange(-half, half + 1.0)
+        hw = SAT_BAND + 3.0 * table["width"][i]
+        u = np.arange(-hw, hw + 0.5, 0.5)
+        px = np.rint(table["x"][i] + t[:, None] * c - u[None, :] * s).astype(np.int64).ravel()
+        py = np.rint(table["y"][i] + t[:, None] * s + u[None, :] * c).astype(np.int64).ravel()
+        inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        hit[py[inside] * w + px[inside]] = True
+    r, c = np.divmod(np.flatnonzero(hit), w)
+    masked = filled.copy()
+    values = masked[r, c].astype(np.float64)
+    was = values != 0.0
+    masked[r, c] = 0.0
+    hb, wb = sums.shape
+    binned = (r // BIN < hb) & (c // BIN < wb)
+    b = (r[binned] // BIN) * wb + c[binned] // BIN
+    sums = sums - np.bincount(b, values[binned], minlength=hb * wb).reshape(hb, wb).astype(np.float32)
+    counts = counts - np.bincount(b, was[binned], minlength=hb * wb).reshape(hb, wb).astype(counts.dtype)
+    lines, _ = _binned_lines(sums, counts, sigma_bin, seed_snr=seed_snr, grow_snr=grow_snr)
+    idx = np.flatnonzero(which)
+    out = []
+    for group, old in ((lines, seen[0]), (_faint_lines(sums, counts, sigma_bin), seen[1])):
+        group = _new_lines(group, old)
+        if group:  # elsewhere nothing changed: only lines reaching a masked band can be new
+            gx, gy, _, gh = (np.array(v, dtype=np.float64) for v in zip(*group))
+            ca, sa = np.cos(np.deg2rad(table["angle"][idx])), np.sin(np.deg2rad(table["angle"][idx]))
+            d = np.abs(-(gx[:, None] - table["x"][idx][None, :]) * sa[None, :]
+                       + (gy[:, None] - table["y"][idx][None, :]) * ca[None, :])
+            reach = gh[:, None] + SAT_BAND + 3.0 * table["width"][idx][None, :] + 2.0 * BIN
+            group = [line for line, close in zip(group, (d <= reach).any(axis=1)) if close]
+        out.append(group)
+    return out[0], out[1], masked
+
+
+def _new_lines(lines: list, old: list, *, shift: float = 3.0, turn: float = 3.0, stretch: float = 0.15) -> list:
+    """The ``lines`` matching none of ``old`` (centre within ``shift`` px, direction within ``turn`` deg and
+    half-length within ``stretch`` of it): the regions masking did not change give the same line again."""
+    if not lines or not old:
+        return list(lines)
+    a, b = np.array(lines, dtype=np.float64), np.array(old, dtype=np.float64)
+    near = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1]) <= shift
+    turned = np.abs((a[:, None, 2] - b[None, :, 2] + 90.0) % 180.0 - 90.0) <= turn
+    same = near & turned & (np.abs(a[:, None, 3] - b[None, :, 3]) <= stretch * b[None, :, 3] + 1.0)
+    return [line for line, known in zip(lines, same.any(axis=1)) if not known]
 
 
 def _faint_lines(sums: np.ndarray, counts: np.ndarray, sigma_bin: float) -> list:
@@ -609,12 +695,28 @@ def _outside(t: np.ndarray, x: float, y: float, angle: float,
     return np.abs(-(x + t * c - ex) * sa + (y + t * s - ey) * ca) > width
 
 
-def _best_box(track: np.ndarray, seen: np.ndarray, sigma: float) -> tuple[int, int, float]:
-    """First and last sample of the run maximising sum / sqrt(samples seen) (a top-hat matched filter), and that SNR."""
-    c = np.r_[0.0, np.cumsum(np.where(seen, track, 0.0))]
+def _median(values: np.ndarray) -> float:
+    """Median of a small 1-D array (np.median's overhead is most of the cost at this size)."""
+    n = values.size
+    part = np.partition(values, [(n - 1) // 2, n // 2])
+    return 0.5 * float(part[(n - 1) // 2] + part[n // 2])
+
+
+@functools.lru_cache(maxsize=64)
+def _lower(n: int) -> np.ndarray:
+    """(n, n) bool: the lower triangle with the diagonal (runs that end before they start)."""
+    return np.tri(n, dtype=bool)
+
+
+def _best_box(track: np.ndarray, seen: np.ndarray, sigma: float, level: float = np.inf) -> tuple[int, int, float]:
+    """First and last sample of the run maximising sum / sqrt(samples seen) (a top-hat matched filter), and that SNR.
+
+    Samples are clipped at ``level`` first (see :func:`_measure`), so a cosmic ray or a star residual lying on a
+    fainter trail does not become the best run by itself."""
+    c = np.r_[0.0, np.cumsum(np.where(seen, np.minimum(track, level), 0.0))]
     n = np.r_[0.0, np.cumsum(seen)]
     total = (c[None, :] - c[:, None]) / np.sqrt(np.maximum(n[None, :] - n[:, None], 1.0))
-    total[np.tril_indices(c.size)] = -np.inf
+    total[_lower(c.size)] = -np.inf
     i, j = np.unravel_index(int(np.argmax(total)), total.shape)
     return int(i), int(j) - 1, float(total[i, j]) / sigma
 
@@ -652,7 +754,10 @@ def _measure(filled: np.ndarray, noise: float, x: float, y: float, angle: float,
         x, y = x - icpt * sn, y + icpt * c
         angle = (angle + math.degrees(math.atan(slope))) % 180.0
         track = vals.sum(axis=1)
-        i, j, box_snr = _best_box(track, seen, sigma_track * math.sqrt(step))
+        sigma_step = sigma_track * math.sqrt(step)
+        middle = track[core & seen]
+        level = max(BOX_CLIP * sigma_step, BOX_RELATIVE * _median(middle)) if middle.size else np.inf
+        i, j, box_snr = _best_box(track, seen, sigma_step, level)
         if box_snr < 0.5 * min_snr:  # cannot reach min_snr: stop before the costly measurements
             return None
         inside = np.flatnonzero(seen[i:j + 1])  # unseen (masked, outside) samples add nothing: trim them
@@ -685,15 +790,21 @@ def _measure(filled: np.ndarray, noise: float, x: float, y: float, angle: float,
     g = np.exp(-0.5 * (s / sig) ** 2)
     n_seen = int(seen.sum())
     flux = float(block[:, np.abs(s) <= 3].sum())
-    snr = float((block * g[None, :]).sum() / (noise * math.sqrt(max(n_seen, 1) * float((g * g).sum()))))
+    per_sample = (block * g[None, :]).sum(axis=1)
+    sigma_sample = noise * math.sqrt(float((g * g).sum()))
+    level = max(BOX_CLIP * sigma_sample, BOX_RELATIVE * _median(per_sample[seen])) if n_seen else np.inf
+    snr = float(np.minimum(per_sample, level).sum() / (sigma_sample * math.sqrt(max(n_seen, 1))))
     c, sn = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     length = 2.0 * half
     x1, y1, x2, y2 = x - half * c, y - half * sn, x + half * c, y + half * sn
     ends = [_at_edge(filled, xe, ye, c * sign, sn * sign) for xe, ye, sign in ((x1, y1, -1.0), (x2, y2, 1.0))]
+    opened = [at and _open_end(filled, xe, ye, c * sign, sn * sign)
+              for at, (xe, ye, sign) in zip(ends, ((x1, y1, -1.0), (x2, y2, 1.0)))]
     beyond = [_beyond(filled, noise, x, y, angle, sign * (half + 6.0)) for sign in (-1.0, 1.0)]
     gaps = _gaps(block[:, np.abs(s) <= 3], seen, noise)
     return {"x": x, "y": y, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "length": length, "angle": angle,
             "flux": flux, "snr": snr, "width": width, "rate": np.nan, "pa": np.nan, "edges": float(sum(ends)),
+            "open": float(sum(opened)),
             "beyond1": beyond[0], "beyond2": beyond[1], "sharp": _sharpness(filled, x1, y1, x2, y2, angle),
             "gaps": gaps}
 
@@ -747,6 +858,16 @@ def _at_edge(filled: np.ndarray, x: float, y: float, c: float, s: float, margin:
     if outside.any():
         return True
     return bool((filled[py, px] == 0).any())
+
+
+def _open_end(filled: np.ndarray, x: float, y: float, c: float, s: float) -> bool:
+    """True when nothing but masked pixels lies beyond (x, y) along (c, s) up to the image edge: the line's
+    visible part ends where the data does (a satellite clipping a corner or a dead border), not on the sky."""
+    h, w = filled.shape
+    steps = np.arange(1.0, float(h + w), 2.0)
+    px, py = np.rint(x + steps * c).astype(np.int64), np.rint(y + steps * s).astype(np.int64)
+    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    return not bool((filled[py[inside], px[inside]] != 0).any())
 
 
 def _joins(rows: list[dict], *, min_length: float, max_gap: float = 80.0) -> list:
@@ -812,7 +933,7 @@ def _classify(table: dict[str, np.ndarray], shape: tuple[int, int], *, min_snr: 
         collinear = (dang <= 3.0) & (perp <= 6.0) & (length[None, :] >= min_length) & disjoint
         dashed = collinear.sum(axis=1) >= 2
     dashed |= table["gaps"] > 0.3
-    crossing = (table["edges"] >= 2) & (length >= 0.5 * max_length)
+    crossing = ((table["edges"] >= 2) & (length >= 0.5 * max_length)) | (table["open"] >= 2)
     b1, b2 = table["beyond1"], table["beyond2"]
     continues = ((b1 > 5.0) & ((b2 > 5.0) | np.isnan(b2))) | ((b2 > 5.0) & np.isnan(b1))
     crossing |= continues & (length >= min_length)

@@ -23,6 +23,7 @@ from neocascade.pipelines.common import report_input_errors
 from neocascade.simulation.artifacts import flux_of
 
 log = logging.getLogger(__name__)
+MATCH_RADIUS = 3.0  # px from a true segment: evaluate.py's eval.match_radius
 SNR_EDGES = np.array([0.0, 5.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, np.inf])
 LENGTH_EDGES = np.array([10.0, 20.0, 50.0, 100.0, 150.0, 200.0, 250.0, 301.0])
 SB_EDGES = np.array([14.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0, 25.0])
@@ -43,16 +44,18 @@ def evaluate_trails(cfg: DictConfig) -> dict:
     from neocascade.evaluation import trails as ev
     from neocascade.simulation.config import SimConfig
     from neocascade.simulation.fast_movers import satellite_line
-    from neocascade.simulation.quadrant import draw_conditions, simulate_image
+    from neocascade.simulation.quadrant import draw_conditions, simulate_image, trail_models
     from neocascade.utils.atomic import check_writable, save_json
 
     out = Path(str(cfg.out))
     overwrite = bool(cfg.get("overwrite", False))
     for name in ("metrics.json", "trails.csv"):
         check_writable(out / name, overwrite=overwrite)
-    n_images = cfg.get("n_images")
+    n_images, first_file = cfg.get("n_images"), cfg.get("first_file", 0)
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise input_error("n_images", "must be a positive integer", found=repr(n_images))
+    if isinstance(first_file, bool) or not isinstance(first_file, int) or first_file < 0:
+        raise input_error("first_file", "must be an integer >= 0", found=repr(first_file))
     detector = build_trail_detector(cfg.get("trails"))
     if detector is None:
         raise input_error("trails", "none gives nothing to measure", expected="a trail detector such as trails=default")
@@ -63,9 +66,11 @@ def evaluate_trails(cfg: DictConfig) -> dict:
     cascade = _cascade(cfg) if cfg.get("with_cascade", False) else None
 
     rows, catalogues, t_trails, t_cascade = [], [], 0.0, 0.0
+    points = {"alone": [0, 0], "with_trails": [0, 0]}  # [true detections, detections] of the point catalogue
     false_trails, n_sat, sat_kept, points_merged = 0, 0, 0, 0
     for k in range(n_images):
         file_index, image_index = divmod(k, per_file)
+        file_index += first_file
         image, truth = simulate_image(config, seed=seed, file_index=file_index, image_index=image_index)
         cond = draw_conditions(config, seed=seed, file_index=file_index, image_index=image_index)
         start = time.perf_counter()
@@ -73,7 +78,7 @@ def evaluate_trails(cfg: DictConfig) -> dict:
         t_trails += time.perf_counter() - start
         segments = ev.truth_segments(truth[:, 1], truth[:, 2], truth[:, 4], truth[:, 5])
         truth_found, found_true = ev.match_trails(segments, found)
-        point_hit = np.zeros(len(truth), dtype=bool)
+        point_hit = catalogue_hit = np.zeros(len(truth), dtype=bool)
         if cascade is not None:
             from neocascade.detection.detector import detect_image
 
@@ -83,7 +88,14 @@ def evaluate_trails(cfg: DictConfig) -> dict:
             merged = detector.on_trail(det["x"], det["y"], found)
             points_merged += int(merged.sum())
             d = ev.point_segment_distance(det["x"][None, :], det["y"][None, :], *(v[:, None] for v in segments))
-            point_hit = (d <= 3.0).any(axis=1) if det["x"].size else point_hit
+            d = d.reshape(len(truth), det["x"].size)
+            point_hit = (d <= MATCH_RADIUS).any(axis=1)
+            kept = ~merged  # the catalogue detect.py writes: points not on a found trail, then the trails
+            points["alone"][0] += int((d <= MATCH_RADIUS).any(axis=0).sum())
+            points["alone"][1] += int(det["x"].size)
+            points["with_trails"][0] += int((d[:, kept] <= MATCH_RADIUS).any(axis=0).sum()) + int(found_true.sum())
+            points["with_trails"][1] += int(kept.sum()) + int(found_true.size)
+            catalogue_hit = (d[:, kept] <= MATCH_RADIUS).any(axis=1) | truth_found
         false_trails += int((~found_true).sum())
         line = satellite_line(config, seed=seed, file_index=file_index, image_index=image_index)
         if line is not None:
@@ -93,16 +105,21 @@ def evaluate_trails(cfg: DictConfig) -> dict:
         c = np.clip(np.rint(truth[:, 1]).astype(np.int64), 0, image.shape[1] - 1)
         visible = np.isfinite(image[r, c]) & (image[r, c] != 0)
         flux = flux_of(truth[:, 3], config.zero_point)
-        snr = ev.expected_snr(flux, truth[:, 4], noise_rms=cond.noise_rms, fwhm=cond.fwhm)
+        formula = ev.expected_snr(flux, truth[:, 4], noise_rms=cond.noise_rms, fwhm=cond.fwhm)
+        models, rms, rho = trail_models(config, seed=seed, file_index=file_index, image_index=image_index)
+        valid = np.isfinite(image) & (image != 0)
+        snr = np.array([ev.matched_filter_snr(m.rows, m.cols, m.values, valid=valid, rms=rms, correlation=rho)
+                        for m in models])
         sb = ev.surface_brightness(truth[:, 3], truth[:, 4], np.full(len(truth), cond.fwhm))
         shown = ev.visible_fraction(image, *segments)
-        rows.append(np.column_stack([truth[:, 3], truth[:, 4], snr, sb, visible, truth_found, point_hit, shown]))
+        rows.append(np.column_stack([truth[:, 3], truth[:, 4], snr, sb, visible, truth_found, point_hit, shown,
+                                     formula, catalogue_hit]))
         catalogues.append(trail_rows(found, file=f"{cfg.data.name}_{file_index}", image=image_index))
 
     table = np.concatenate(rows, axis=0)
-    mag, length, snr, sb, visible, hit, point_hit, shown = table.T
+    mag, length, snr, sb, visible, hit, point_hit, shown, formula, catalogue_hit = table.T
     long = length >= 10.0
-    hit, point_hit, visible = hit.astype(bool), point_hit.astype(bool), visible.astype(bool)
+    hit, point_hit, visible, catalogue_hit = (v.astype(bool) for v in (hit, point_hit, visible, catalogue_hit))
 
     def share(mask: np.ndarray, found: np.ndarray = hit) -> dict:
         n = int(mask.sum())
@@ -114,6 +131,9 @@ def evaluate_trails(cfg: DictConfig) -> dict:
         "completeness_snr_ge_10": share(long & (snr >= 10.0)),
         "completeness_mag_le_16": share(long & (mag <= 16.0)),
         "completeness_all": share(long),
+        "completeness_formula_snr_ge_10": share(long & (formula >= 10.0)),
+        "formula_over_matched_snr": float(np.median(formula[long & (snr > 0)] / snr[long & (snr > 0)]))
+        if (long & (snr > 0)).any() else None,
         "completeness_snr_ge_10_visible_centre": share(long & (snr >= 10.0) & visible),
         "completeness_snr_ge_10_half_visible": share(long & (snr >= 10.0) & (shown >= 0.5)),
         "completeness_mag_le_16_half_visible": share(long & (mag <= 16.0) & (shown >= 0.5)),
@@ -130,6 +150,15 @@ def evaluate_trails(cfg: DictConfig) -> dict:
         metrics.update({
             "reported_snr_ge_10_trail_or_point": share(long & (snr >= 10.0), either),
             "cascade_points_on_trails_merged": points_merged,
+            # every asteroid (short ones too), as evaluate.py counts them: found within MATCH_RADIUS px of its
+            # segment, completeness of those whose centre is on live pixels, purity = true / all detections
+            "points_alone": {"completeness_not_dead": share(visible, point_hit)["completeness"],
+                             "purity": points["alone"][0] / points["alone"][1] if points["alone"][1] else None,
+                             "detections": points["alone"][1]},
+            "points_with_trails": {"completeness_not_dead": share(visible, catalogue_hit)["completeness"],
+                                   "purity": (points["with_trails"][0] / points["with_trails"][1]
+                                              if points["with_trails"][1] else None),
+                                   "detections": points["with_trails"][1]},
             "seconds_per_image_cascade": t_cascade / n_images,
             "trail_cost_over_cascade": t_trails / t_cascade if t_cascade > 0 else None,
         })

@@ -336,6 +336,41 @@ def asteroid_peak_snr(config: SimConfig, *, seed: int, file_index: int, image_in
     return np.divide(peaks, noise, out=np.zeros_like(peaks), where=noise > 0)
 
 
+def trail_models(config: SimConfig, *, seed: int, file_index: int,
+                 image_index: int) -> tuple[list[art.Pixels], np.ndarray, float]:
+    """Noiseless model of every asteroid of one image, as :func:`simulate_image` paints it before photon noise.
+
+    Returns
+    -------
+    models : list of Pixels
+        One per truth row, in the truth table's order (ordinary asteroids, then fast movers); pixels off the
+        image dropped.
+    rms : (H, W) float32
+        The image's noise rms map.
+    correlation : float
+        Adjacent-pixel correlation of the noise. With ``rms`` it gives each model's matched-filter SNR.
+    """
+    streams, config, cond, psf = _image_setup(config, seed, file_index, image_index)
+    shape = config.shape
+    rms = rms_map(shape, rng=streams["noise"], rms=cond.noise_rms, variation=config.noise_variation,
+                  grid=config.noise_grid)
+    models = []
+    for x, y, mag, length, angle in _draw_asteroids(config, streams["asteroids"]):
+        models.append(fm.render_long_trail(shape, x=x, y=y, length=length, angle=angle,
+                                           flux=float(art.flux_of(mag, config.zero_point)),
+                                           fwhm=cond.fwhm, beta=cond.beta, psf=psf))
+    if config.fast_mover_rate > 0:
+        rng = streams["fast_movers"]
+        fast = fm.draw_fast_movers(shape, rng=rng, n=int(rng.poisson(config.fast_mover_rate * _scales(config)[0])),
+                                   length_range=config.fast_mover_length_range,
+                                   magnitude_range=config.fast_mover_magnitude_range)
+        models += [fm.render_long_trail(shape, x=x, y=y, length=length, angle=angle,
+                                        flux=float(art.flux_of(mag, config.zero_point)),
+                                        fwhm=cond.fwhm, beta=cond.beta, psf=psf)
+                   for x, y, mag, length, angle in fast]
+    return models, rms, float(config.noise_correlation)
+
+
 def simulate_file(
     config: SimConfig, *, seed: int, file_index: int, n_images: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
