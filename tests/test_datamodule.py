@@ -84,6 +84,28 @@ def test_fixed_negatives_when_not_resampling():
     assert not np.array_equal(draws[0], draws[1])  # the order still changes
 
 
+def test_hard_negatives_get_their_share_of_each_epoch():
+    labels = np.r_[np.ones(20, dtype=bool), np.zeros(400, dtype=bool)]
+    hard = np.zeros(420, dtype=bool)
+    hard[20:50] = True  # 30 hard negatives of 400
+    sampler = BalancedResampler(labels, neg_ratio=2.0, seed=4, hard=hard, hard_fraction=0.5)
+    for epoch in range(3):
+        chosen = sampler.indices(epoch)
+        assert len(chosen) == 60 and len(set(chosen.tolist())) == 60 and labels[chosen].sum() == 20
+        assert hard[chosen].sum() == 20  # half of the 40 negatives, against ~3 at random
+    np.testing.assert_array_equal(sampler.indices(1), BalancedResampler(
+        labels, neg_ratio=2.0, seed=4, hard=hard, hard_fraction=0.5).indices(1))
+    few = BalancedResampler(labels, neg_ratio=2.0, hard=hard, hard_fraction=1.0)
+    assert hard[few.indices(0)].sum() == 30  # all of them when fewer than asked
+    plain = BalancedResampler(labels, neg_ratio=2.0, seed=4)
+    np.testing.assert_array_equal(plain.indices(2), BalancedResampler(
+        labels, neg_ratio=2.0, seed=4, hard=hard, hard_fraction=0.0).indices(2))  # 0 is the seed's draw
+    with pytest.raises(ValueError, match="hard_fraction: must be a number in"):
+        BalancedResampler(labels, hard=hard, hard_fraction=1.5)
+    with pytest.raises(ValueError, match="hard: must have the labels' shape"):
+        BalancedResampler(labels, hard=hard[:10], hard_fraction=0.5)
+
+
 def test_sampler_bad_input():
     with pytest.raises(ValueError, match="labels: no positive candidates"):
         BalancedResampler(np.zeros(5, dtype=bool))
@@ -209,6 +231,17 @@ def test_train_epoch_is_balanced_and_val_test_cover_everything(cache_dir):
     dm.setup("test")
     test = torch.cat([b[1] for b in dm.test_dataloader()]).numpy()
     np.testing.assert_array_equal(test, dm.get_labels("test"))
+
+
+def test_hard_negatives_are_the_bright_candidates(cache_dir):
+    dm = tiny_module(cache_dir, hard_negatives={"fraction": 1.0, "min_snr": 8.0})
+    dm.setup("fit")
+    cs = dm.candidates("train")
+    index = torch.cat([b[2] for b in dm.train_dataloader()]).numpy()
+    negatives = index[cs.label[index] == 0]
+    snr = cs.peak[negatives] / cs.local_noise[negatives]
+    bright = int((cs.peak[cs.label == 0] / cs.local_noise[cs.label == 0] >= 8.0).sum())
+    assert negatives.size > 0 and int((snr >= 8.0).sum()) == min(negatives.size, bright)
 
 
 def test_restrict_limits_train_and_val(cache_dir):
@@ -354,6 +387,10 @@ def test_lightning_sets_the_sampler_epoch(cache_dir):
         ({"fade": {"probability": 2.0}}, "data.fade: need 0 <= probability <= 1"),
         ({"fade": {"strength": 0.5}}, "data.fade: unknown key"),
         ({"fade": 0.5}, "data.fade: must be null or a mapping"),
+        ({"hard_negatives": {"fraction": 0.5}}, "data.hard_negatives: needs exactly the keys fraction, min_snr"),
+        ({"hard_negatives": {"fraction": 2.0, "min_snr": 5.0}}, "data.hard_negatives.fraction: must be a number"),
+        ({"hard_negatives": {"fraction": 0.5, "min_snr": 0}}, "data.hard_negatives.min_snr: must be a number"),
+        ({"hard_negatives": 0.5}, "data.hard_negatives: must be null or a mapping"),
     ],
 )
 def test_bad_config(tmp_path, overrides, match):

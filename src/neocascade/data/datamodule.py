@@ -154,6 +154,10 @@ class CutoutDataModule(pl.LightningDataModule):
         ``probability``, ``min_scale``, ``min_snr``); None (the seed) leaves them as cached.
     neg_ratio : float, resample_each_epoch : bool
         Negatives per positive in each training epoch; fresh negatives every epoch.
+    hard_negatives : dict, optional
+        ``fraction`` of each epoch's negatives drawn from those with peak SNR (filtered peak / local noise)
+        >= ``min_snr``: bright star residuals and artifacts, rare among the candidates, are seen more often.
+        None (the seed) draws negatives alike.
     split : mapping
         ``train``, ``val``, ``test`` lists of file indices (by file, never by image).
     batch_size, num_workers : int
@@ -192,6 +196,7 @@ class CutoutDataModule(pl.LightningDataModule):
         fade: Mapping[str, float] | None = None,
         neg_ratio: float = 1.0,
         resample_each_epoch: bool = True,
+        hard_negatives: Mapping[str, float] | None = None,
         split: Mapping[str, Sequence[int]] | None = None,
         batch_size: int = 256,
         num_workers: int = 0,
@@ -227,6 +232,7 @@ class CutoutDataModule(pl.LightningDataModule):
             raise input_error("data.neg_ratio", "must be a finite number >= 0", found=repr(neg_ratio))
         self.neg_ratio = float(neg_ratio)
         self.resample_each_epoch = bool(resample_each_epoch)
+        self.hard_negatives = _check_hard_negatives(hard_negatives)
         self.split = validate_split(split, self.source.file_ids)
         for key, value, low in (("data.batch_size", batch_size, 1), ("data.num_workers", num_workers, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -293,7 +299,13 @@ class CutoutDataModule(pl.LightningDataModule):
         labels = cs.label[indices]
         if not labels.any():
             raise input_error("data.split.train", f"no positive candidates in files {list(self.split['train'])}")
-        sampler = BalancedResampler(labels, neg_ratio=self.neg_ratio, seed=self.seed, resample_each_epoch=self.resample_each_epoch)
+        hard, fraction = None, 0.0
+        if self.hard_negatives is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr = cs.peak[indices].astype(np.float64) / cs.local_noise[indices].astype(np.float64)
+            hard, fraction = np.nan_to_num(snr, nan=0.0) >= self.hard_negatives["min_snr"], self.hard_negatives["fraction"]
+        sampler = BalancedResampler(labels, neg_ratio=self.neg_ratio, seed=self.seed, resample_each_epoch=self.resample_each_epoch,
+                                    hard=hard, hard_fraction=fraction)
         dataset = self._dataset("train", indices, augment=True)
         return self._loader(dataset, sampler=sampler)
 
@@ -441,6 +453,25 @@ def _check_fade(value: Any, sigma: float) -> dict | None:
     except ValueError as exc:
         raise input_error("data.fade", str(exc).split(": ", 1)[1]) from None
     return kwargs if kwargs.get("probability", 0.5) > 0 else None
+
+
+def _check_hard_negatives(value: Any) -> dict | None:
+    """``data.hard_negatives``: None, or ``fraction`` in [0, 1] and ``min_snr`` > 0."""
+    if value is None:
+        return None
+    value = _plain(value)
+    if not isinstance(value, Mapping):
+        raise input_error("data.hard_negatives", "must be null or a mapping of fraction, min_snr", found=repr(value))
+    if set(value) != {"fraction", "min_snr"}:
+        raise input_error("data.hard_negatives", "needs exactly the keys fraction, min_snr", found=sorted(value))
+    out = {}
+    for key, low, high in (("fraction", 0.0, 1.0), ("min_snr", 0.0, np.inf)):
+        v = value[key]
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and np.isfinite(v) and low <= v <= high
+        if not ok or (key == "min_snr" and v <= 0):
+            raise input_error(f"data.hard_negatives.{key}", f"must be a number in {'[0, 1]' if key == 'fraction' else '(0, inf)'}", found=repr(v))
+        out[key] = float(v)
+    return out
 
 
 def _build(obj: Any, key: str) -> Any:

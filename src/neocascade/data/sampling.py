@@ -23,6 +23,11 @@ class BalancedResampler(Sampler[int]):
     resample_each_epoch : bool
         Draw fresh negatives every epoch (the seed); if false, epoch 0's negatives are kept and
         only the order changes.
+    hard : (N,) bool array, optional
+        Negatives worth showing more often (bright ones: star residuals, cosmic rays); None: no such split.
+    hard_fraction : float
+        Share of each epoch's negatives drawn from the ``hard`` ones (all of them when fewer exist); the rest
+        come from the other negatives. 0 (the seed) draws from all negatives alike.
 
     Notes
     -----
@@ -33,7 +38,8 @@ class BalancedResampler(Sampler[int]):
     The length is the same every epoch.
     """
 
-    def __init__(self, labels: np.ndarray, *, neg_ratio: float = 1.0, seed: int = 0, resample_each_epoch: bool = True):
+    def __init__(self, labels: np.ndarray, *, neg_ratio: float = 1.0, seed: int = 0, resample_each_epoch: bool = True,
+                 hard: np.ndarray | None = None, hard_fraction: float = 0.0):
         labels = np.asarray(labels)
         if labels.ndim != 1:
             raise ValueError(f"labels: must be 1-D, got shape {labels.shape}")
@@ -47,6 +53,16 @@ class BalancedResampler(Sampler[int]):
         self.seed = int(seed)
         self.resample_each_epoch = bool(resample_each_epoch)
         self.n_negatives = min(int(round(self.neg_ratio * self.positives.size)), self.negatives.size)
+        if not (np.isfinite(hard_fraction) and 0.0 <= hard_fraction <= 1.0):
+            raise ValueError(f"hard_fraction: must be a number in [0, 1], got {hard_fraction}")
+        is_hard = np.zeros(labels.size, dtype=bool) if hard is None else np.asarray(hard, dtype=bool)
+        if is_hard.shape != labels.shape:
+            raise ValueError(f"hard: must have the labels' shape {labels.shape}, got {is_hard.shape}")
+        self.hard = self.negatives[is_hard[self.negatives]]
+        self.easy = self.negatives[~is_hard[self.negatives]]
+        self.n_hard = min(int(round(float(hard_fraction) * self.n_negatives)), self.hard.size)
+        if self.n_negatives - self.n_hard > self.easy.size:  # too few easy ones: more hard ones fill the epoch
+            self.n_hard = self.n_negatives - self.easy.size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -60,7 +76,11 @@ class BalancedResampler(Sampler[int]):
         """The shuffled indices of ``epoch`` (int64), without changing the sampler's state."""
         draw_epoch = epoch if self.resample_each_epoch else 0
         draw = np.random.default_rng([self.seed, draw_epoch, 0])
-        negatives = draw.choice(self.negatives, size=self.n_negatives, replace=False)
+        if self.n_hard == 0:
+            negatives = draw.choice(self.negatives, size=self.n_negatives, replace=False)
+        else:
+            negatives = np.concatenate([draw.choice(self.hard, size=self.n_hard, replace=False),
+                                        draw.choice(self.easy, size=self.n_negatives - self.n_hard, replace=False)])
         order = np.random.default_rng([self.seed, epoch, 1])
         chosen = np.concatenate([self.positives, negatives]).astype(np.int64)
         return chosen[order.permutation(chosen.size)]
