@@ -23,7 +23,7 @@ from neocascade.utils.atomic import atomic_path, save_json, save_text  # noqa: E
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "outputs" / "bench"
 DOCS = ROOT / "docs"
-PARTS = ("e2e", "e2e_neocascade", "selectors", "candidates", "simulator", "training")
+PARTS = ("e2e", "e2e_neocascade", "skies", "selectors", "candidates", "simulator", "training")
 TARGET_QPS = 0.5  # the benchmark issue's target: the seed's cascade at >= 0.5 quadrants/s on 2 cores
 TARGET_QPS_NEOCASCADE = 1.6  # beyond the seed: 64 ZTF quadrants every ~40 s, on 2 cores
 
@@ -70,6 +70,13 @@ def merge(parts: dict) -> dict:
                              "target_quadrants_per_s": TARGET_QPS_NEOCASCADE, "meets_target": qps >= TARGET_QPS_NEOCASCADE,
                              "seconds": steps, "limiting_step": max(steps, key=steps.get),
                              "candidates_per_quadrant": neo["cores"][top]["candidates_per_quadrant"]}
+    skies = parts.get("skies")
+    if skies:
+        out["skies"] = {sky: {"quadrants_per_s": r["cascade"]["quadrants_per_s"],
+                              "quadrants_per_s_with_trails": r["cascade_and_trails"]["quadrants_per_s"],
+                              "target_quadrants_per_s": skies["targets_quadrants_per_s"].get(sky),
+                              "candidates_per_quadrant": r["candidates_per_quadrant"]}
+                        for sky, r in skies["skies"].items()}
     cand = parts.get("candidates")
     if cand:
         ratios = {}
@@ -180,6 +187,20 @@ def markdown(summary: dict) -> str:
     if parts.get("e2e_neocascade"):
         lines += [""] + _e2e_lines(parts["e2e_neocascade"], title="End to end, the shipped neocascade (peaks selector, "
                                    "one residual CNN, streak veto)", target=TARGET_QPS_NEOCASCADE)
+    skies = parts.get("skies")
+    if skies:
+        lines += ["", "## The shipped detector on other skies, with and without the trail detector", "",
+                  f"`benchmarks/bench_skies.py`: {skies['images']} simulated quadrants of each preset, {skies['threads']} "
+                  f"threads, median of {skies['repeats']} passes; load average {skies['load_average_start'][0]:.1f}. "
+                  "With trails: `detect_image`, then the trail detector (`trails=default`) and the merge of points on "
+                  "trails, as `detect.py trails=default`.", "",
+                  "| sky | candidates / quadrant | quadrants/s | with trails | trail cost | target |",
+                  "|---|---|---|---|---|---|"]
+        for sky, r in skies["skies"].items():
+            target = skies["targets_quadrants_per_s"].get(sky)
+            lines.append(f"| {sky} | {r['candidates_per_quadrant']:.0f} | {r['cascade']['quadrants_per_s']:.2f} | "
+                         f"{r['cascade_and_trails']['quadrants_per_s']:.2f} | +{100 * r['trail_cost_over_cascade']:.0f} % | "
+                         f"{'≥ %.1f' % target if target else '–'} |")
     ratios = summary.get("ratios", {})
     cand = parts.get("candidates")
     if cand:

@@ -26,6 +26,7 @@ SCRIPTS = {
     "simulator": ("simulator", ["--runs", "5", "--out", str(HERE.parent / "outputs/bench/simulator.json")]),
     "training": ("training", ["--runs", "2", "--rf-samples", "10000"]),
     "dask": ("dask", ["--quadrants", "12"]),  # serial loop vs Dask 1 and 2 workers; writes its own docs section
+    "skies": ("skies", ["--images", "2", "--repeats", "3"]),  # the shipped detector on crowded / long-trail skies
 }
 
 
