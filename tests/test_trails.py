@@ -156,6 +156,29 @@ def test_veto_never_removes_a_finite_asteroid_trail_but_removes_a_satellite():
     assert not veto(x, y, image=sat).any()
 
 
+def test_evaluation_veto_reads_the_pixels_only_where_a_line_would_go():
+    from neocascade.detection.detector import apply_veto
+
+    trail = add_trail(noise_image(7, (1024, 1024)), x=500.0, y=480.0, length=300.0, angle=25.0, flux=60000.0)
+    sat = noise_image(8, (1024, 1024))
+    rows, cols, values = line_pixels(sat.shape, x=500.0, y=480.0, angle=25.0, peak=60.0, fwhm=2.5)
+    sat[rows, cols] += values
+    t = np.linspace(-140, 140, 8)
+    x, y = 500.0 + t * np.cos(np.deg2rad(25.0)), 480.0 + t * np.sin(np.deg2rad(25.0))
+    xs, ys = np.r_[x, x, 100.0], np.r_[y, y, 900.0]
+    keys = np.r_[np.zeros(8, int), np.ones(8, int), 2]  # image 0: a trail, image 1: a satellite, image 2: one point
+    asked = []
+
+    def pixels(key):
+        asked.append(key)
+        return {0: trail, 1: sat}.get(key)
+
+    keep = apply_veto(StreakVeto(), xs, ys, keys, pixels)
+    assert keep[:8].all() and not keep[8:16].any() and keep[16]
+    assert sorted(asked) == [0, 1]  # the lone point's image is never read
+    assert not apply_veto(StreakVeto(), xs, ys, keys)[:16].any()  # without pixels: the length rule
+
+
 def test_trail_metrics():
     seg = truth_segments(np.array([50.0, 200.0]), np.array([50.0, 200.0]), np.array([100.0, 5.0]),
                          np.array([0.0, 45.0]))

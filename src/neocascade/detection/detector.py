@@ -182,9 +182,14 @@ def run_veto(config: Any, cascade: Any) -> Callable[[np.ndarray, np.ndarray], np
 
 
 def apply_veto(
-    veto: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, x: np.ndarray, y: np.ndarray, image: np.ndarray
+    veto: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, x: np.ndarray, y: np.ndarray, image: np.ndarray,
+    pixels: Callable[[int], np.ndarray | None] | None = None,
 ) -> np.ndarray:
-    """(D,) bool keep-mask of detections at ``x, y`` after ``veto``, run on each image key's detections alone."""
+    """(D,) bool keep-mask of detections at ``x, y`` after ``veto``, run on each image key's detections alone.
+
+    ``pixels(key)`` returns an image's pixels (or None): where the veto removes something without them and it
+    can judge a line by its pixels (``uses_image``), it decides again with them, as :func:`detect_image` does.
+    """
     keep = np.ones(np.asarray(x).shape, dtype=bool)
     if veto is None or keep.size == 0:
         return keep
@@ -192,7 +197,12 @@ def apply_veto(
     order = np.argsort(image, kind="stable")
     starts = np.flatnonzero(np.r_[True, image[order][1:] != image[order][:-1]])
     for members in np.split(order, starts[1:]):
-        keep[members] = _keep(veto, np.asarray(x)[members], np.asarray(y)[members])
+        xm, ym = np.asarray(x)[members], np.asarray(y)[members]
+        keep[members] = _keep(veto, xm, ym)
+        if pixels is not None and getattr(veto, "uses_image", False) and not keep[members].all():
+            arr = pixels(int(image[members[0]]))
+            if arr is not None:
+                keep[members] = _keep(veto, xm, ym, np.asarray(arr, dtype=np.float32))
     return keep
 
 

@@ -11,6 +11,8 @@ the trained thresholds, at 0.5 and at the operating point; fit m50; draw the fig
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import os
 from dataclasses import dataclass
@@ -95,7 +97,8 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     points = {"target": t2_target, "artifact": t2_artifact, "half": 0.5}
     results = _candidate_results(val, test, t1=t1, points=points, op_name=op_name, target=target)
     veto = run_veto(cfg.get("veto"), cascade)
-    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto) for k, t2 in points.items()}
+    pixels = _pixel_reader(dm, test)
+    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto, pixels=pixels) for k, t2 in points.items()}
     primary = e2e[op_name]
     metrics = results.pop("metrics")
     for key, r in e2e.items():
@@ -298,14 +301,29 @@ def _image_keys(test: Scored) -> tuple[np.ndarray, np.ndarray, int]:
     return det_key, truth_key, sum(per_file.values())
 
 
-def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: Any = None) -> dict:
-    """Asteroid-level results of the test files at thresholds (t1, t2), after ``veto`` (None: none)."""
+def _pixel_reader(dm: Any, test: Scored) -> Any:
+    """``key -> pixels`` of a test image (keys of :func:`_image_keys`), read again from the data source for the
+    veto's pixel decision; the last few are kept, since every operating point asks for the same ones."""
+    cs = test.cs
+    stride = max((int(cs.info[f]["n_images"]) for f in cs.files), default=1) + 1
+
+    @functools.lru_cache(maxsize=4)
+    def read(key: int) -> np.ndarray | None:
+        file, image = divmod(int(key), stride)
+        return np.asarray(dm.source.read(file, image)[0], dtype=np.float32)
+
+    return read
+
+
+def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: Any = None, pixels: Any = None) -> dict:
+    """Asteroid-level results of the test files at thresholds (t1, t2), after ``veto`` (None: none), which gets an
+    image's pixels from ``pixels(key)`` where it would remove a line (as in ``detect_image``)."""
     cs = test.cs
     pass1 = _at(test.p1, t1)
     classified = pass1 & _at(test.p2, t2)
     det_key, truth_key, n_images = _image_keys(test)
     accepted = classified.copy()
-    accepted[classified] = apply_veto(veto, cs.x[classified], cs.y[classified], det_key[classified])
+    accepted[classified] = apply_veto(veto, cs.x[classified], cs.y[classified], det_key[classified], pixels)
     n_truth = len(cs.truth)
     stage1_pass = np.zeros(n_truth, dtype=bool)
     stage2_pass = np.zeros(n_truth, dtype=bool)
