@@ -141,7 +141,7 @@ def _separation_arcsec(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2:
 
 
 def score_alerts(
-    alerts: Sequence[Any], cascade: Any, *, signed: bool = True, batch_size: int = 1024
+    alerts: Sequence[Any], cascade: Any, *, signed: bool = True, batch_size: int = 1024, check: Any = None
 ) -> dict[str, np.ndarray]:
     """Score the alert position in each difference stamp.
 
@@ -154,11 +154,13 @@ def score_alerts(
         scores the stamp as stored (a negative alert sign-flipped to look positive), a diagnostic
         of how much the detector relies on the sign.
     batch_size : int
+    check : RingCheck, optional
+        The residual check ``detected`` also needs (``residual_check=ring``).
 
     Returns
     -------
     dict of (N,) arrays
-        ``row, col`` (position in the stamp), ``p1, p2, peak, snr, detected``.
+        ``row, col`` (position in the stamp), ``p1, p2, peak, snr, ring, detected``.
 
     Raises
     ------
@@ -170,7 +172,7 @@ def score_alerts(
         stamp_centre(s.shape, xpos=a.candidate.get("xpos"), ypos=a.candidate.get("ypos"))
         for s, a in zip(stamps, alerts)
     ]
-    return score_stamps(stamps, cascade, centres=centres, batch_size=batch_size)
+    return score_stamps(stamps, cascade, centres=centres, batch_size=batch_size, check=check)
 
 
 def alert_masks(

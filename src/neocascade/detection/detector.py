@@ -14,6 +14,7 @@ import numpy as np
 
 from neocascade.candidates.extract import extract_candidates
 from neocascade.data.transforms import NORMALIZATIONS, assemble_inputs, channel_indices
+from neocascade.detection.residuals import ring_deficit
 from neocascade.errors import InputError
 from neocascade.evaluation.metrics import merge_detections
 from neocascade.training import specs
@@ -87,6 +88,7 @@ def detect_image(
     batch_size: int = 1024,
     spec: InputSpec | None = None,
     veto: Any = ARTIFACT,
+    check: Any = None,
 ) -> dict[str, np.ndarray]:
     """Find asteroids in one difference image with a cascade.
 
@@ -109,6 +111,9 @@ def detect_image(
         ``veto(x, y) -> keep`` (bool) applied to the accepted candidates before merging, e.g.
         :class:`~neocascade.detection.streaks.StreakVeto`; None applies none; ``"artifact"`` (default)
         the one stored in the cascade (:func:`cascade_veto`).
+    check : callable, optional
+        ``check(raw_cutouts) -> keep`` on the accepted candidates' unfiltered cutouts, before the veto,
+        e.g. :class:`~neocascade.detection.residuals.RingCheck`; None (default) applies none.
 
     Returns
     -------
@@ -129,6 +134,8 @@ def detect_image(
     x = _assemble(cand, spec)
     p1, p2 = score_inputs(x, cascade, batch_size=batch_size)
     accepted = np.flatnonzero(np.asarray(cascade.accept(p1, p2), dtype=bool))
+    if check is not None and accepted.size:
+        accepted = accepted[np.asarray(check(np.asarray(cand.cutouts)[accepted, 1]), dtype=bool)]
     veto = cascade_veto(cascade) if isinstance(veto, str) and veto == ARTIFACT else veto
     if veto is not None and accepted.size:
         accepted = accepted[_keep(veto, cand.cols[accepted], cand.rows[accepted], arr)]
@@ -285,7 +292,9 @@ def stamp_inputs(
     x = _assemble(cand, spec)
     peak = float(np.asarray(cand.peak)[0])
     noise = float(np.asarray(cand.local_noise)[0])
+    raw = np.asarray(cand.cutouts)[:, 1]
     info = {
+        "ring": float(ring_deficit(raw)[0]) if raw.shape[-1] >= 17 else float("nan"),
         "row": row,
         "col": col,
         "peak": peak,
@@ -303,6 +312,7 @@ def score_stamps(
     centres: Sequence[tuple[int, int] | None] | None = None,
     batch_size: int = 1024,
     spec: InputSpec | None = None,
+    check: Any = None,
 ) -> dict[str, np.ndarray]:
     """Score the centre pixel of each alert stamp.
 
@@ -316,11 +326,13 @@ def score_stamps(
         Position of each alert in its stamp (see :func:`stamp_centre`); None = the stamp centre.
     batch_size : int
     spec : InputSpec, optional
+    check : RingCheck, optional
+        Also required for ``detected``: the stamp's ring passes (:class:`~neocascade.detection.residuals.RingCheck`).
 
     Returns
     -------
     dict of (N,) arrays
-        ``row, col, p1, p2, peak, snr, detected``.
+        ``row, col, p1, p2, peak, snr, ring`` (:func:`~neocascade.detection.residuals.ring_deficit`), ``detected``.
     """
     spec = input_spec(cascade, build_selector=False) if spec is None else spec  # a stamp needs no selector
     _check_batch(batch_size, 0.0)
@@ -335,8 +347,12 @@ def score_stamps(
     if not inputs:
         empty = np.empty(0, dtype=np.float64)
         return {"row": np.empty(0, np.int64), "col": np.empty(0, np.int64), "p1": empty, "p2": empty.copy(),
-                "peak": empty.copy(), "snr": empty.copy(), "detected": np.empty(0, dtype=bool)}
+                "peak": empty.copy(), "snr": empty.copy(), "ring": empty.copy(), "detected": np.empty(0, dtype=bool)}
     p1, p2 = score_inputs(np.concatenate(inputs), cascade, batch_size=batch_size)
+    ring = np.array([i["ring"] for i in infos], dtype=np.float64)
+    detected = np.asarray(cascade.accept(p1, p2), dtype=bool)
+    if check is not None:
+        detected &= check.passes(np.nan_to_num(ring, nan=0.0))
     return {
         "row": np.array([i["row"] for i in infos], dtype=np.int64),
         "col": np.array([i["col"] for i in infos], dtype=np.int64),
@@ -344,7 +360,8 @@ def score_stamps(
         "p2": p2,
         "peak": np.array([i["peak"] for i in infos], dtype=np.float64),
         "snr": np.array([i["snr"] for i in infos], dtype=np.float64),
-        "detected": np.asarray(cascade.accept(p1, p2), dtype=bool),
+        "ring": ring,
+        "detected": detected,
     }
 
 

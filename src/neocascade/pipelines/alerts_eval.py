@@ -41,6 +41,7 @@ from neocascade.detection.alerts import (
     score_alerts,
     stationary_by_history,
 )
+from neocascade.detection.residuals import build_residual_check
 from neocascade.errors import InputError, input_error
 from neocascade.utils.atomic import atomic_path, check_writable, save_json, save_text
 
@@ -62,10 +63,11 @@ def evaluate_alerts(cfg: DictConfig) -> int:
     for name in OUTPUT_FILES:
         check_writable(out / name, overwrite=overwrite)
     cascade, _ = load_artifact(cfg, build_selector=False)  # stamps are scored at the alert, no selector
+    check = build_residual_check(cfg.get("residual_check"))
     alerts, n_duplicates, failed = read_alert_folder(folder, note=report_error)
     if not alerts:
         raise input_error(folder, "no readable alert in the folder")
-    usable, scores, failed_stamps = _score_each(alerts, cascade, note=report_error)
+    usable, scores, failed_stamps = _score_each(alerts, cascade, note=report_error, check=check)
     failed += failed_stamps
     table = alert_table(usable)
     masks = alert_masks(table, known_arcsec=float(data.get("known_asteroid_arcsec", 5.0)),
@@ -84,7 +86,7 @@ def evaluate_alerts(cfg: DictConfig) -> int:
         for name, detected in variants.items()
     }
     metrics = dict(by_variant[headline])
-    stored = score_alerts([a for a, neg in zip(usable, masks["negative"]) if neg], cascade, signed=False)
+    stored = score_alerts([a for a, neg in zip(usable, masks["negative"]) if neg], cascade, signed=False, check=check)
     metrics["negative_as_stored_acceptance"] = rate(stored["detected"])
     result = {
         "artifact": str(cascade.path),
@@ -95,6 +97,7 @@ def evaluate_alerts(cfg: DictConfig) -> int:
         "n_failed": len(failed),
         "failed": failed,
         "thresholds": {"stage1": cascade.threshold1, "stage2": cascade.threshold2},
+        "residual_check": repr(check) if check is not None else None,
         "input_spec": dict(cascade.input_spec),
         "group_sizes": {key: int(mask.sum()) for key, mask in masks.items()},
         "headline": headline,
@@ -163,7 +166,8 @@ def read_alert_folder(folder: Path, *, note: Any) -> tuple[list[Any], int, list[
     return alerts, duplicates, failed
 
 
-def _score_each(alerts: Sequence[Any], cascade: Any, *, note: Any) -> tuple[list[Any], dict[str, np.ndarray], list[str]]:
+def _score_each(alerts: Sequence[Any], cascade: Any, *, note: Any,
+                check: Any = None) -> tuple[list[Any], dict[str, np.ndarray], list[str]]:
     """Score alerts, skipping (and reporting) those whose stamp cannot be scored."""
     usable, failed = [], []
     for alert in alerts:
@@ -174,7 +178,7 @@ def _score_each(alerts: Sequence[Any], cascade: Any, *, note: Any) -> tuple[list
                                f"is fully masked or smaller than the {size}-px cutout"))
             continue
         usable.append(alert)
-    return usable, score_alerts(usable, cascade, signed=True), failed
+    return usable, score_alerts(usable, cascade, signed=True, check=check), failed
 
 
 def _stamp_label(table: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray], i: int) -> str:

@@ -50,6 +50,7 @@ from neocascade.detection.detector import (
 from neocascade.detection.inputs import (
     KINDS, AlertUnit, ImageUnit, challenge_index, expand_inputs, input_kind, iter_units,
 )
+from neocascade.detection.residuals import build_residual_check
 from neocascade.detection.trails import TrailDetector, build_trail_detector, trail_segments
 from neocascade.errors import InputError, input_error
 from neocascade.pipelines.common import INPUT_ERROR_EXIT, report_input_errors
@@ -130,6 +131,12 @@ class DetectJob:
     partition_by: str = "folder"
     torch_threads: int | None = None
     trails: Any = None
+    residual_check: Any = None
+
+    @property
+    def check(self) -> Any:
+        """The residual check (``residual_check``), or None; cheap to build."""
+        return build_residual_check(self.residual_check)
 
     @property
     def parts(self) -> Path:
@@ -139,8 +146,8 @@ class DetectJob:
     @property
     def cache_key(self) -> str:
         """Identifies the loaded cascade, veto and trail detector a worker can reuse."""
-        return json.dumps([self.artifact, self.artifact_sha256, self.expected_arch, self.veto, self.trails],
-                          default=str)
+        return json.dumps([self.artifact, self.artifact_sha256, self.expected_arch, self.veto, self.trails,
+                           self.residual_check], default=str)
 
 
 def detect(cfg: DictConfig) -> int:
@@ -164,6 +171,8 @@ def detect(cfg: DictConfig) -> int:
     veto = run_veto(veto_config, cascade)
     trails_config = _trails_config(cfg)
     trails = build_trail_detector(trails_config)  # refuses bad settings here, before any work
+    check_config = _plain(cfg.get("residual_check"))
+    check = build_residual_check(check_config)
     if cfg.get("input") in (None, ""):
         raise input_error("input", "required: a file, folder or glob (or a list of them)")
     files = expand_inputs(cfg.input if isinstance(cfg.input, str) else list(OmegaConf.to_container(cfg.input)))
@@ -173,12 +182,13 @@ def detect(cfg: DictConfig) -> int:
         artifact=str(Path(str(cascade.path)).resolve()), artifact_sha256=_sha256(Path(str(cascade.path))),
         expected_arch=_plain(cfg.get("expected_arch")), veto=veto_config, batch_size=batch_size,
         merge_radius=merge_radius, out=str(out.resolve()), partition_by=partition_by,
-        torch_threads=cluster.torch_threads, trails=trails_config,
+        torch_threads=cluster.torch_threads, trails=trails_config, residual_check=check_config,
         read_options=_read_options(cfg),
     )
     settings = {
         "inputs": [str(p) for p in files], "artifact_sha256": job.artifact_sha256, "expected_arch": job.expected_arch,
-        "veto": veto_config, "trails": trails_config, "batch_size": batch_size, "merge_radius": merge_radius,
+        "veto": veto_config, "trails": trails_config, "residual_check": check_config, "batch_size": batch_size,
+        "merge_radius": merge_radius,
         "max_overlays": max_overlays, "read_options": job.read_options, "format": fmt, "partition_by": partition_by,
     }
     config_hash = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -204,6 +214,7 @@ def detect(cfg: DictConfig) -> int:
             "artifact": str(cascade.path), **provenance, "catalogue": str(folder.catalogue), "format": fmt,
             "partition_by": partition_by, "veto": repr(veto) if veto is not None else None,
             "trails": repr(trails) if trails is not None else None, "cluster": repr(cluster),
+            "residual_check": repr(check) if check is not None else None,
             "resumed_files": resumed, **counts, "failed": failed, "config": OmegaConf.to_container(cfg, resolve=True),
         }
         save_json(folder.summary, summary, overwrite=True)
@@ -507,7 +518,7 @@ def _detect_file(path: str, overlays: int, job: DetectJob) -> dict:
                     if unit.alert.candid in seen_candids:  # the same packet twice in one file
                         continue
                     seen_candids.add(unit.alert.candid)
-                    rows.append(_alert_rows(unit, cascade, spec, job.batch_size))
+                    rows.append(_alert_rows(unit, cascade, spec, job.batch_size, check=job.check))
                     entry["alerts"] += 1
                 else:
                     n_images += 1
@@ -692,14 +703,14 @@ def _image_rows(unit: ImageUnit, cascade: Any, spec: InputSpec, veto: Any, job: 
     """Catalogue columns of one image's detections: the cascade's points, then (with ``trails``) its trails, each
     point lying on a found trail merged into it."""
     det = detect_image(unit.pixels, cascade, merge_radius=job.merge_radius, batch_size=job.batch_size, spec=spec,
-                       veto=veto)
+                       veto=veto, check=job.check)
     rows = catalogue_rows(det, file=str(unit.file), image=unit.image, wcs=unit.wcs)
     if trails is None:
         return rows
     return trails.rows(unit.pixels, rows, file=str(unit.file), image=unit.image, wcs=unit.wcs, exptime=unit.exptime)
 
 
-def _alert_rows(unit: AlertUnit, cascade: Any, spec: InputSpec, batch_size: int) -> dict:
+def _alert_rows(unit: AlertUnit, cascade: Any, spec: InputSpec, batch_size: int, *, check: Any = None) -> dict:
     """One catalogue row for an alert: its position (0-based quadrant px, sky from the packet) and verdict.
 
     The stamp is scored with the science-minus-reference sign, so a negative subtraction's fading
@@ -709,7 +720,7 @@ def _alert_rows(unit: AlertUnit, cascade: Any, spec: InputSpec, batch_size: int)
     cand = alert.candidate
     stamp = alert.signed_difference
     centre = stamp_centre(stamp.shape, xpos=cand.get("xpos"), ypos=cand.get("ypos"))
-    scores = score_stamps([stamp], cascade, centres=[centre], batch_size=batch_size, spec=spec)
+    scores = score_stamps([stamp], cascade, centres=[centre], batch_size=batch_size, spec=spec, check=check)
 
     def value(key: str, fallback: float) -> np.ndarray:
         raw = cand.get(key)

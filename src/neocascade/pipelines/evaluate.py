@@ -23,6 +23,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from neocascade.detection.detector import apply_veto, run_veto
+from neocascade.detection.residuals import build_residual_check
 from neocascade.errors import input_error
 from neocascade.evaluation import figures as F
 from neocascade.evaluation.completeness import binned_completeness, fit_logistic, magnitude_bins
@@ -98,7 +99,9 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     results = _candidate_results(val, test, t1=t1, points=points, op_name=op_name, target=target)
     veto = run_veto(cfg.get("veto"), cascade)
     pixels = _pixel_reader(dm, test)
-    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto, pixels=pixels) for k, t2 in points.items()}
+    check = build_residual_check(cfg.get("residual_check"))
+    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto, pixels=pixels, check=check)
+           for k, t2 in points.items()}
     primary = e2e[op_name]
     metrics = results.pop("metrics")
     for key, r in e2e.items():
@@ -138,7 +141,9 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
             ("test candidates", f"{counts['test_candidates']} ({counts['test_positive']} positive)"),
             ("test images / asteroids", f"{counts['test_images']} / {counts['test_asteroids']}"),
             ("match radius / merge radius", f"{cfg.eval.match_radius} px / {cfg.eval.merge_radius} px"),
-            ("veto after the classifier", _veto_summary(veto, primary["vetoed"], own=cfg.get("veto") is not None)),
+            ("residual check, then veto, after the classifier",
+             (f"{check!r}, then " if check is not None else "none, then ")
+             + _veto_summary(veto, primary["vetoed"], own=cfg.get("veto") is not None)),
             ("plain test/* metrics use", f"the {op_name} operating point"),
         ],
         "operating_point": results["operating_point"],
@@ -315,15 +320,20 @@ def _pixel_reader(dm: Any, test: Scored) -> Any:
     return read
 
 
-def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: Any = None, pixels: Any = None) -> dict:
-    """Asteroid-level results of the test files at thresholds (t1, t2), after ``veto`` (None: none), which gets an
-    image's pixels from ``pixels(key)`` where it would remove a line (as in ``detect_image``)."""
+def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: Any = None, pixels: Any = None,
+                check: Any = None) -> dict:
+    """Asteroid-level results of the test files at thresholds (t1, t2), after the residual ``check`` on the cached
+    unfiltered cutouts and ``veto`` (None: none), which gets an image's pixels from ``pixels(key)`` where it would
+    remove a line (as in ``detect_image``); both count as vetoed."""
     cs = test.cs
     pass1 = _at(test.p1, t1)
     classified = pass1 & _at(test.p2, t2)
     det_key, truth_key, n_images = _image_keys(test)
     accepted = classified.copy()
-    accepted[classified] = apply_veto(veto, cs.x[classified], cs.y[classified], det_key[classified], pixels)
+    if check is not None and classified.any():
+        index = np.flatnonzero(classified)
+        accepted[index] = np.asarray(check(np.asarray(cs.cutouts.take(index)[:, 1], dtype=np.float32)), dtype=bool)
+    accepted[accepted] = apply_veto(veto, cs.x[accepted], cs.y[accepted], det_key[accepted], pixels)
     n_truth = len(cs.truth)
     stage1_pass = np.zeros(n_truth, dtype=bool)
     stage2_pass = np.zeros(n_truth, dtype=bool)
