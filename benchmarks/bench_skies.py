@@ -3,9 +3,9 @@
     python benchmarks/bench_skies.py [--skies paper held_crowded long_trails] [--images 2] [--repeats 3]
 
 For each preset (``conf/data/<sky>.yaml``) ``--images`` full quadrants are simulated once; then, with
-``--threads`` torch threads, each pass times ``detect_image`` with the shipped cascade alone, and the same
-followed by the trail detector (``conf/trails/default.yaml``) and the merge of point detections lying on a
-trail, as ``detect.py trails=default`` does. Figures are medians over ``--repeats`` passes after one warm-up,
+``--threads`` torch threads, each pass times ``detect_image`` with the shipped cascade and detect.py's default
+residual check, alone, and followed by the trail detector (``conf/trails/default.yaml``) and the merge of point
+detections lying on a trail, as ``detect.py trails=default`` does. Figures are medians over ``--repeats`` passes after one warm-up,
 with the candidates per quadrant. Writes ``outputs/bench/skies.json``.
 """
 
@@ -45,6 +45,7 @@ def time_sky(images: list[np.ndarray], repeats: int) -> dict:
     from hydra import compose, initialize_config_dir
 
     from neocascade.detection.detector import _extract, detect_image, input_spec
+    from neocascade.detection.residuals import build_residual_check
     from neocascade.detection.trails import build_trail_detector
     from neocascade.training.artifact import PACKAGED, load_cascade
 
@@ -52,12 +53,13 @@ def time_sky(images: list[np.ndarray], repeats: int) -> dict:
     spec = input_spec(cascade)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         detector = build_trail_detector(compose("trails_eval").trails)
+        check = build_residual_check(compose("detect").get("residual_check"))  # detect.py's default
 
     def alone(image: np.ndarray) -> None:
-        detect_image(image, cascade, spec=spec)
+        detect_image(image, cascade, spec=spec, check=check)
 
     def with_trails(image: np.ndarray) -> None:
-        det = detect_image(image, cascade, spec=spec)
+        det = detect_image(image, cascade, spec=spec, check=check)
         found = detector(image, exptime=30.0)
         detector.on_trail(det["x"], det["y"], found)
 

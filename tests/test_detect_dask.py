@@ -57,7 +57,8 @@ def night(tmp_path_factory):
 def start_detect(tmp_path: Path, night: dict, out: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(REPO / "detect.py"), f"input={night['input']}", f"artifact={night['artifact']}",
-         f"out={out}", "max_overlays=40", "progress=false", "hydra.run.dir=hydra_run", *overrides],
+         f"out={out}", "max_overlays=40", "progress=false", "hydra.run.dir=hydra_run", "residual_check=none",
+         *overrides],  # the settings of test_detect_pipeline.config, which the reruns compare against
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

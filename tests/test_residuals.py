@@ -71,8 +71,10 @@ def test_residual_check_options_compose(config):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         plain = compose(config)
         ring = compose(config, overrides=["residual_check=ring"])
-    assert build_residual_check(plain.get("residual_check")) is None
+        off = compose(config, overrides=["residual_check=none"])
+    assert repr(build_residual_check(plain.residual_check)) == "RingCheck(max_deficit=3.0)"  # the default
     assert repr(build_residual_check(ring.residual_check)) == "RingCheck(max_deficit=3.0)"
+    assert build_residual_check(off.residual_check) is None
 
 
 def test_detect_image_applies_the_check_to_the_unfiltered_cutouts():
@@ -94,3 +96,23 @@ def test_detect_image_applies_the_check_to_the_unfiltered_cutouts():
     assert seen and seen[0][1:] == (SIZE, SIZE)
     kept = detect_image(image, cascade, check=lambda raw: np.ones(raw.shape[0], dtype=bool))
     np.testing.assert_array_equal(kept["x"], plain["x"])
+
+
+def test_detect_py_applies_the_default_check_and_names_it(tmp_path):
+    import json
+
+    from neocascade.io.npz import write_canonical
+    from neocascade.pipelines.detect import detect
+    from neocascade.simulation import SimConfig, simulate_image
+
+    image, truth = simulate_image(SimConfig(shape=(512, 512), n_asteroids=6), seed=5, file_index=0, image_index=0)
+    data = write_canonical(tmp_path / "images.npz", image[None], truth, {"source": "test"})
+    summaries = {}
+    for name, extra in (("on", []), ("off", ["residual_check=none"])):
+        with initialize_config_dir(config_dir=CONF, version_base=None):
+            cfg = compose("detect", overrides=[f"input={data}", f"out={tmp_path / name}", "cluster=none",
+                                               "progress=false", f"paths.outputs={tmp_path}", *extra])
+        assert detect(cfg) == 0
+        summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summaries["on"]["residual_check"] == "RingCheck(max_deficit=3.0)"
+    assert summaries["off"]["residual_check"] is None

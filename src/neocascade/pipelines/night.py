@@ -73,10 +73,12 @@ def link_night(cfg: DictConfig, *, cascade: Any = None) -> dict:
 
         spec = input_spec(cascade)
     from neocascade.detection.detector import run_veto
+    from neocascade.detection.residuals import build_residual_check
 
     veto = run_veto(cfg.get("veto"), cascade)
+    check = build_residual_check(cfg.get("residual_check"))
     lowered = lowered_cascade(cascade, linker.threshold)
-    det, truth, footprints = _detect_night(files, lowered, spec, veto, cfg)
+    det, truth, footprints = _detect_night(files, lowered, spec, veto, cfg, check=check)
     det["tracklet"], det["stationary"], tracklets, link_counts = _link_fields(det, linker, footprints)
     metrics = {
         "files": [str(f) for f in files],
@@ -141,8 +143,10 @@ def _night_files(value: Any) -> list[Path]:
     return files
 
 
-def _detect_night(files: list[Path], cascade: Any, spec: Any, veto: Any, cfg: DictConfig) -> tuple[dict, dict, dict]:
-    """Detections of every image (sky positions, truth matches), the truth appearances and the image footprints."""
+def _detect_night(files: list[Path], cascade: Any, spec: Any, veto: Any, cfg: DictConfig, *,
+                  check: Any = None) -> tuple[dict, dict, dict]:
+    """Detections of every image (sky positions, truth matches), the truth appearances and the image footprints;
+    ``check`` is the residual check after the classifier."""
     from tqdm import tqdm
 
     from neocascade.io.npz import read_canonical
@@ -161,7 +165,7 @@ def _detect_night(files: list[Path], cascade: Any, spec: Any, veto: Any, cfg: Di
         t = {key: np.full(len(f.truth), np.nan) for key in ("mjd", "ra", "dec")}
         t["visible"] = np.zeros(len(f.truth), dtype=bool)
         for i in range(f.n_images):
-            part, footprint = _detect_image(f, i, cascade, spec, veto, cfg, truth_sky=t)
+            part, footprint = _detect_image(f, i, cascade, spec, veto, cfg, truth_sky=t, check=check)
             part.update(file=np.full(part["x"].size, k), exposure=np.full(part["x"].size, n_images + i))
             part["truth_row"] = np.where(part["truth_row"] >= 0, part["truth_row"] + truth_offset, -1)
             parts.append(part)
@@ -189,7 +193,7 @@ def _detect_night(files: list[Path], cascade: Any, spec: Any, veto: Any, cfg: Di
 
 
 def _detect_image(f: Any, i: int, cascade: Any, spec: Any, veto: Any, cfg: DictConfig, *,
-                  truth_sky: dict) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+                  truth_sky: dict, check: Any = None) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """One image's detections with sky positions and truth matches (truth rows of the file, -1 none), and the
     sky corners of its data footprint; fills ``truth_sky`` (time, position, visibility) for its truth rows."""
     from neocascade.candidates.labels import match_centres, match_trails
@@ -200,7 +204,7 @@ def _detect_image(f: Any, i: int, cascade: Any, spec: Any, veto: Any, cfg: DictC
     obs = f.observation(i)
     image = f.image(i)
     d = detect_image(image, cascade, merge_radius=float(cfg.get("merge_radius", 5.0)),
-                     batch_size=int(cfg.get("batch_size", 1024)), spec=spec, veto=veto)
+                     batch_size=int(cfg.get("batch_size", 1024)), spec=spec, veto=veto, check=check)
     n = d["x"].size
     ra, dec = obs.pixel_to_sky(d["x"], d["y"])
     row_ids = np.flatnonzero(f.truth[:, 0] == i)

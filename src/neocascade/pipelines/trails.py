@@ -40,6 +40,7 @@ def run(cfg: DictConfig) -> int:
 def evaluate_trails(cfg: DictConfig) -> dict:
     """Simulate ``n_images`` images of ``cfg.data``, find trails, and return (and write) the metrics."""
     from neocascade.detection.catalogue import trail_rows, write_catalogue, concat_catalogues
+    from neocascade.detection.residuals import build_residual_check
     from neocascade.detection.trails import build_trail_detector
     from neocascade.evaluation import trails as ev
     from neocascade.simulation.config import SimConfig
@@ -64,6 +65,7 @@ def evaluate_trails(cfg: DictConfig) -> dict:
     config = SimConfig(**sim, shape=tuple(source["shape"]), n_asteroids=int(source["n_asteroids"]))
     seed, per_file = int(source["seed"]), int(source["images_per_file"])
     cascade = _cascade(cfg) if cfg.get("with_cascade", False) else None
+    check = build_residual_check(cfg.get("residual_check"))
 
     rows, catalogues, t_trails, t_cascade = [], [], 0.0, 0.0
     points = {"alone": [0, 0], "with_trails": [0, 0]}  # [true detections, detections] of the point catalogue
@@ -83,7 +85,7 @@ def evaluate_trails(cfg: DictConfig) -> dict:
             from neocascade.detection.detector import detect_image
 
             start = time.perf_counter()
-            det = detect_image(image, cascade[0], spec=cascade[1])
+            det = detect_image(image, cascade[0], spec=cascade[1], check=check)
             t_cascade += time.perf_counter() - start
             merged = detector.on_trail(det["x"], det["y"], found)
             points_merged += int(merged.sum())
