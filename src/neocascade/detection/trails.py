@@ -17,9 +17,10 @@ Once satellites and bad columns are known, they are masked and the search runs a
 crossing a satellite had joined its region.
 
 Discrimination (not a length rule): a line is a satellite or aircraft when it reaches the image edge or a mask
-at both ends over half of ``max_length``, when nothing but masked pixels lies past either end up to the image
-edge (a satellite clipping a corner), or when signal goes on along it past its ends (dashed or partly hidden); a bad column when its flux sits in one pixel column; dashed when three pieces are collinear or its
-10 px pieces have gaps; not a trail when narrower or wider than a PSF, too short, or too faint.
+at both ends over half of ``max_length``, when nothing but masked pixels lies past both ends up to the image
+edge (a satellite clipping a corner), or when signal goes on along it past its ends (dashed or partly hidden);
+a bad column when its flux sits in one pixel column; dashed when three pieces are collinear or its 10 px pieces
+have gaps; not a trail when narrower or wider than a PSF, too short, or too faint.
 """
 
 from __future__ import annotations
