@@ -134,18 +134,13 @@ class DetectJob:
     residual_check: Any = None
 
     @property
-    def check(self) -> Any:
-        """The residual check (``residual_check``), or None; cheap to build."""
-        return build_residual_check(self.residual_check)
-
-    @property
     def parts(self) -> Path:
         """Where each input file's rows are written."""
         return Path(self.out) / STATE_DIR / "parts"
 
     @property
     def cache_key(self) -> str:
-        """Identifies the loaded cascade, veto and trail detector a worker can reuse."""
+        """Identifies the loaded cascade, veto, trail detector and residual check a worker can reuse."""
         return json.dumps([self.artifact, self.artifact_sha256, self.expected_arch, self.veto, self.trails,
                            self.residual_check], default=str)
 
@@ -195,7 +190,7 @@ def detect(cfg: DictConfig) -> int:
     folder = RunFolder(out, fmt=fmt, config_hash=config_hash)
     with folder.locked():
         done = folder.prepare(overwrite=overwrite, settings=settings)
-        _remember(job, (cascade, spec, veto, trails))  # the serial loop (and threaded workers) reuse this very cascade
+        _remember(job, (cascade, spec, veto, trails, check))  # the serial loop (and threaded workers) reuse these
         resumed = len(done)
         entries = _run_files(files, job, cluster, folder, done, max_overlays=max_overlays,
                              progress=bool(cfg.get("progress", True)))
@@ -475,8 +470,8 @@ def _remember(job: DetectJob, loaded: tuple) -> None:
 
 
 def _worker_cascade(job: DetectJob) -> tuple:
-    """The cascade, input spec, veto and trail detector of ``job``, built once per process (keyed by the artifact's
-    hash and the settings)."""
+    """The cascade, input spec, veto, trail detector and residual check of ``job``, built once per process (keyed by
+    the artifact's hash and the settings)."""
     with _LOADED_LOCK:
         if job.cache_key not in _LOADED:
             if job.torch_threads is not None:
@@ -490,7 +485,8 @@ def _worker_cascade(job: DetectJob) -> tuple:
             cascade, spec = load_artifact(OmegaConf.create({"artifact": job.artifact,
                                                             "expected_arch": job.expected_arch}))
             _LOADED.clear()
-            _LOADED[job.cache_key] = (cascade, spec, run_veto(job.veto, cascade), build_trail_detector(job.trails))
+            _LOADED[job.cache_key] = (cascade, spec, run_veto(job.veto, cascade), build_trail_detector(job.trails),
+                                      build_residual_check(job.residual_check))
         return _LOADED[job.cache_key]
 
 
@@ -500,7 +496,7 @@ def _detect_file(path: str, overlays: int, job: DetectJob) -> dict:
     Runs on a worker. Bad input is caught here and returned as one line per problem (``failed``);
     the caller reports it. ``overlays`` is how many of the file's first images get an overlay PNG.
     """
-    cascade, spec, veto, trails = _worker_cascade(job)
+    cascade, spec, veto, trails, check = _worker_cascade(job)
     path = Path(path)
     entry = {"file": str(path), "part": part_name(path), "kind": None, "partition": None, "images": 0, "alerts": 0,
              "detections": 0, "overlays": 0, "units_ok": 0, "failed": []}
@@ -518,11 +514,11 @@ def _detect_file(path: str, overlays: int, job: DetectJob) -> dict:
                     if unit.alert.candid in seen_candids:  # the same packet twice in one file
                         continue
                     seen_candids.add(unit.alert.candid)
-                    rows.append(_alert_rows(unit, cascade, spec, job.batch_size, check=job.check))
+                    rows.append(_alert_rows(unit, cascade, spec, job.batch_size, check=check))
                     entry["alerts"] += 1
                 else:
                     n_images += 1
-                    found = _image_rows(unit, cascade, spec, veto, job, trails=trails)
+                    found = _image_rows(unit, cascade, spec, veto, job, trails=trails, check=check)
                     rows.append(found)
                     entry["images"] += 1
                     entry["detections"] += len(found["x"])
@@ -699,11 +695,11 @@ def _options(cfg: DictConfig) -> tuple[int, float, int]:
 
 
 def _image_rows(unit: ImageUnit, cascade: Any, spec: InputSpec, veto: Any, job: DetectJob, *,
-                trails: TrailDetector | None = None) -> dict:
+                trails: TrailDetector | None = None, check: Any = None) -> dict:
     """Catalogue columns of one image's detections: the cascade's points, then (with ``trails``) its trails, each
     point lying on a found trail merged into it."""
     det = detect_image(unit.pixels, cascade, merge_radius=job.merge_radius, batch_size=job.batch_size, spec=spec,
-                       veto=veto, check=job.check)
+                       veto=veto, check=check)
     rows = catalogue_rows(det, file=str(unit.file), image=unit.image, wcs=unit.wcs)
     if trails is None:
         return rows

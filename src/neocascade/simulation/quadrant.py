@@ -140,6 +140,14 @@ def draw_magnitudes(config: SimConfig, rng: np.random.Generator, n: int) -> np.n
     return mag
 
 
+def _draw_fast_movers(config: SimConfig, rng: np.random.Generator) -> np.ndarray:
+    """The image's fast movers (rows of :func:`~neocascade.simulation.fast_movers.draw_fast_movers`), drawn first
+    from the ``fast_movers`` stream: :func:`simulate_image` paints them, :func:`trail_models` models them."""
+    return fm.draw_fast_movers(config.shape, rng=rng, n=int(rng.poisson(config.fast_mover_rate * _scales(config)[0])),
+                               length_range=config.fast_mover_length_range,
+                               magnitude_range=config.fast_mover_magnitude_range)
+
+
 def _overlap(shape: tuple[int, int], row0: int, col0: int, stamp: np.ndarray) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
     """Image and stamp slices where a stamp placed at (row0, col0) overlaps the image; None if nowhere."""
     h, w = shape
@@ -301,9 +309,7 @@ def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index
     _paint(image, stamps)
     if config.fast_mover_rate > 0:
         rng = streams["fast_movers"]
-        fast = fm.draw_fast_movers(shape, rng=rng, n=count(config.fast_mover_rate, rng),
-                                   length_range=config.fast_mover_length_range,
-                                   magnitude_range=config.fast_mover_magnitude_range)
+        fast = _draw_fast_movers(config, rng)
         _add_pixels(image, fm.fast_mover_pixels(shape, fast, rng=rng, zero_point=config.zero_point, gain=config.gain,
                                                 poisson=config.poisson, fwhm=cond.fwhm, beta=cond.beta, psf=psf))
         rows = np.concatenate([rows, fast])  # after the ordinary asteroids, so their truth rows keep their order
@@ -360,10 +366,7 @@ def trail_models(config: SimConfig, *, seed: int, file_index: int,
                                            flux=float(art.flux_of(mag, config.zero_point)),
                                            fwhm=cond.fwhm, beta=cond.beta, psf=psf))
     if config.fast_mover_rate > 0:
-        rng = streams["fast_movers"]
-        fast = fm.draw_fast_movers(shape, rng=rng, n=int(rng.poisson(config.fast_mover_rate * _scales(config)[0])),
-                                   length_range=config.fast_mover_length_range,
-                                   magnitude_range=config.fast_mover_magnitude_range)
+        fast = _draw_fast_movers(config, streams["fast_movers"])
         models += [fm.render_long_trail(shape, x=x, y=y, length=length, angle=angle,
                                         flux=float(art.flux_of(mag, config.zero_point)),
                                         fwhm=cond.fwhm, beta=cond.beta, psf=psf)
