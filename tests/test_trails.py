@@ -364,3 +364,17 @@ def test_a_satellite_clipping_a_corner_is_not_a_trail():
     assert found["x"].size == 1 and found["x"][0] == pytest.approx(300.0, abs=5.0)
     corner = (rejected["x"] < 150) & (rejected["y"] > 350)
     assert corner.any() and (rejected["reason"][corner] == 1).all()
+
+
+def test_catalogue_matches_counts_points_off_trails_then_trails():
+    from neocascade.evaluation.trails import catalogue_matches
+
+    # 3 asteroids x 4 point detections: point 0 finds asteroid 0, points 1 and 2 lie on asteroid 1's found trail,
+    # point 3 is false; asteroid 2 is found by nothing
+    d = np.array([[1.0, 50.0, 60.0, 90.0], [40.0, 0.5, 2.0, 80.0], [70.0, 70.0, 70.0, 70.0]])
+    m = catalogue_matches(d, np.array([False, True, True, False]), np.array([False, True, False]),
+                          np.array([True, False]), radius=3.0)
+    assert m["found_alone"].tolist() == [True, True, False]
+    assert m["found_with_trails"].tolist() == [True, True, False]
+    assert (m["true_alone"], m["detections_alone"]) == (3, 4)
+    assert (m["true_with_trails"], m["detections_with_trails"]) == (1 + 1, 2 + 2)  # points 0 and 3, then 2 trails

@@ -80,6 +80,39 @@ def expected_snr(flux: np.ndarray, length: np.ndarray, *, noise_rms: np.ndarray,
                                                  * np.sqrt(k * (np.asarray(length, dtype=np.float64) + k)))
 
 
+def catalogue_matches(distance: np.ndarray, on_trail: np.ndarray, trail_found: np.ndarray, trail_true: np.ndarray, *,
+                      radius: float) -> dict[str, np.ndarray | int]:
+    """One image's point detections against its asteroids, alone and in the catalogue with trails.
+
+    Parameters
+    ----------
+    distance : (M, D) float array
+        Distance (px) of each of the D point detections from each of the M true segments.
+    on_trail : (D,) bool
+        Point detections lying on a found trail (merged into it in the catalogue).
+    trail_found, trail_true : (M,) and (T,) bool
+        :func:`match_trails` of the image's found trails.
+    radius : float
+        A detection within this distance of a segment finds that asteroid.
+
+    Returns
+    -------
+    dict
+        ``found_alone, found_with_trails`` (M,) bool; ``true_alone, detections_alone, true_with_trails,
+        detections_with_trails`` counts (the catalogue: points not on a trail, then the trails).
+    """
+    near = np.asarray(distance, dtype=np.float64) <= radius
+    kept = ~np.asarray(on_trail, dtype=bool)
+    trail_true = np.asarray(trail_true, dtype=bool)
+    return {
+        "found_alone": near.any(axis=1),
+        "found_with_trails": near[:, kept].any(axis=1) | np.asarray(trail_found, dtype=bool),
+        "true_alone": int(near.any(axis=0).sum()), "detections_alone": int(near.shape[1]),
+        "true_with_trails": int(near[:, kept].any(axis=0).sum()) + int(trail_true.sum()),
+        "detections_with_trails": int(kept.sum()) + int(trail_true.size),
+    }
+
+
 def matched_filter_snr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, *, valid: np.ndarray,
                        rms: np.ndarray, correlation: float, pad: int = 16) -> float:
     """Optimal (matched-filter) SNR ``sqrt(s^T C^-1 s)`` of a noiseless model ``s`` on the image's valid pixels.

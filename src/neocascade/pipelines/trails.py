@@ -90,14 +90,12 @@ def evaluate_trails(cfg: DictConfig) -> dict:
             merged = detector.on_trail(det["x"], det["y"], found)
             points_merged += int(merged.sum())
             d = ev.point_segment_distance(det["x"][None, :], det["y"][None, :], *(v[:, None] for v in segments))
-            d = d.reshape(len(truth), det["x"].size)
-            point_hit = (d <= MATCH_RADIUS).any(axis=1)
-            kept = ~merged  # the catalogue detect.py writes: points not on a found trail, then the trails
-            points["alone"][0] += int((d <= MATCH_RADIUS).any(axis=0).sum())
-            points["alone"][1] += int(det["x"].size)
-            points["with_trails"][0] += int((d[:, kept] <= MATCH_RADIUS).any(axis=0).sum()) + int(found_true.sum())
-            points["with_trails"][1] += int(kept.sum()) + int(found_true.size)
-            catalogue_hit = (d[:, kept] <= MATCH_RADIUS).any(axis=1) | truth_found
+            m = ev.catalogue_matches(d.reshape(len(truth), det["x"].size), merged, truth_found, found_true,
+                                     radius=MATCH_RADIUS)  # as detect.py writes it: points off the trails, trails
+            point_hit, catalogue_hit = m["found_alone"], m["found_with_trails"]
+            for name in ("alone", "with_trails"):
+                points[name][0] += m[f"true_{name}"]
+                points[name][1] += m[f"detections_{name}"]
         false_trails += int((~found_true).sum())
         line = satellite_line(config, seed=seed, file_index=file_index, image_index=image_index)
         if line is not None:
