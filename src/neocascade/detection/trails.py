@@ -456,20 +456,27 @@ def _binned_lines(sums: np.ndarray, counts: np.ndarray, sigma_bin: float, *, see
     z[counts == 0] = 0.0
     smooth = ndimage.gaussian_filter(z, 1.0)
     smooth /= _robust_sigma(smooth[::2, ::2])
-    grown, n = ndimage.label(smooth > grow_snr, structure=np.ones((3, 3)))
-    none = ([], (np.zeros(0, np.int64),) * 3 + (z, sums, counts, sigma_bin))
+    regions = _hysteresis(smooth, grow=grow_snr, seed=seed_snr)
+    if regions is None:
+        return [], (np.zeros(0, np.int64),) * 3 + (z, sums, counts, sigma_bin)
+    rr, cc, inv = regions
+    return _lines_from_bins(rr, cc, inv, z), (rr, cc, inv, z, sums, counts, sigma_bin)
+
+
+def _hysteresis(image: np.ndarray, *, grow: float, seed: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Rows, columns and region index (0..K-1) of the pixels of every 8-connected region above ``grow`` that holds a
+    pixel at or above ``seed``; None when there is none."""
+    grown, n = ndimage.label(image > grow, structure=np.ones((3, 3)))
     if n == 0:
-        return none
+        return None
     rr, cc = np.nonzero(grown)
     lab = grown[rr, cc]
     peak = np.zeros(n + 1)
-    np.maximum.at(peak, lab, smooth[rr, cc])
-    keep = peak[lab] >= seed_snr
+    np.maximum.at(peak, lab, image[rr, cc])
+    keep = peak[lab] >= seed
     if not keep.any():
-        return none
-    rr, cc, lab = rr[keep], cc[keep], lab[keep]
-    _, inv = np.unique(lab, return_inverse=True)
-    return _lines_from_bins(rr, cc, inv, z), (rr, cc, inv, z, sums, counts, sigma_bin)
+        return None
+    return rr[keep], cc[keep], np.unique(lab[keep], return_inverse=True)[1]
 
 
 def _without_lines(filled: np.ndarray, bins: tuple, table: dict[str, np.ndarray], which: np.ndarray, seen: tuple,
@@ -510,13 +517,18 @@ def _without_lines(filled: np.ndarray, bins: tuple, table: dict[str, np.ndarray]
         group = _new_lines(group, old)
         if group:  # elsewhere nothing changed: only lines reaching a masked band can be new
             gx, gy, _, gh = (np.array(v, dtype=np.float64) for v in zip(*group))
-            ca, sa = np.cos(np.deg2rad(table["angle"][idx])), np.sin(np.deg2rad(table["angle"][idx]))
-            d = np.abs(-(gx[:, None] - table["x"][idx][None, :]) * sa[None, :]
-                       + (gy[:, None] - table["y"][idx][None, :]) * ca[None, :])
+            d = _off_line(gx[:, None], gy[:, None], table["x"][idx][None, :], table["y"][idx][None, :],
+                          table["angle"][idx][None, :])
             reach = gh[:, None] + SAT_BAND + 3.0 * table["width"][idx][None, :] + 2.0 * BIN
             group = [line for line, close in zip(group, (d <= reach).any(axis=1)) if close]
         out.append(group)
     return out[0], out[1], masked
+
+
+def _off_line(x: np.ndarray, y: np.ndarray, lx: np.ndarray, ly: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Distance (px) of points (x, y) from the infinite lines through (lx, ly) at ``angle`` deg (broadcast)."""
+    theta = np.deg2rad(angle)
+    return np.abs(-(x - lx) * np.sin(theta) + (y - ly) * np.cos(theta))
 
 
 def _new_lines(lines: list, old: list, *, shift: float = 3.0, turn: float = 3.0, stretch: float = 0.15) -> list:
@@ -557,18 +569,10 @@ def _faint_lines(sums: np.ndarray, counts: np.ndarray, sigma_bin: float) -> list
         best_angle[better] = a
     sample = best[::2, ::2]
     best = (best - np.median(sample)) / _robust_sigma(sample)
-    grown, n = ndimage.label(best > LINE_GROW, structure=np.ones((3, 3)))
-    if n == 0:
+    regions = _hysteresis(best, grow=LINE_GROW, seed=LINE_SEED)
+    if regions is None:
         return []
-    rr, cc = np.nonzero(grown)
-    lab = grown[rr, cc]
-    peak = np.zeros(n + 1)
-    np.maximum.at(peak, lab, best[rr, cc])
-    keep = peak[lab] >= LINE_SEED
-    if not keep.any():
-        return []
-    rr, cc, lab = rr[keep], cc[keep], lab[keep]
-    inv = np.unique(lab, return_inverse=True)[1]
+    rr, cc, inv = regions
     wgt = best[rr, cc].astype(np.float64)
     sw = np.bincount(inv, wgt)
     mx, my = np.bincount(inv, wgt * cc) / sw, np.bincount(inv, wgt * rr) / sw
@@ -948,9 +952,8 @@ def _classify(table: dict[str, np.ndarray], shape: tuple[int, int], *, min_snr: 
     reason[satellite] = 1
     lines = np.flatnonzero(satellite | column)
     if lines.size:  # pieces of a satellite or column (a flare, a dash, an end) belong to it
-        ca, sa = np.cos(np.deg2rad(angle[lines])), np.sin(np.deg2rad(angle[lines]))
-        d = np.abs(-(table["x"][:, None] - table["x"][lines][None, :]) * sa[None, :]
-                   + (table["y"][:, None] - table["y"][lines][None, :]) * ca[None, :])
+        d = _off_line(table["x"][:, None], table["y"][:, None], table["x"][lines][None, :], table["y"][lines][None, :],
+                      angle[lines][None, :])
         dang = np.abs((angle[:, None] - angle[lines][None, :] + 90.0) % 180.0 - 90.0)
         on_segment = point_segment_distance(table["x"][:, None], table["y"][:, None],
                                             *(table[k][lines][None, :] for k in ("x1", "y1", "x2", "y2")))
