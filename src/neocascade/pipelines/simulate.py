@@ -9,12 +9,13 @@ A preset with a ``revisits`` block (``data=night``) writes sequences instead: fi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from hydra.utils import instantiate
@@ -94,11 +95,7 @@ def write_file(
     overwrite: bool,
 ) -> None:
     """Simulate file ``k`` image by image into a temporary memory map, then write it in ``layout``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".images_{k}.", suffix=".npy", dir=out_dir)
-    os.close(fd)
-    try:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_images, *config.shape))
+    with _scratch_images(out_dir, k, (n_images, *config.shape)) as images:
         truths = [np.zeros((0, 6))]
         for i in range(n_images):
             images[i], truth = simulate_image(config, seed=seed, file_index=k, image_index=i)
@@ -114,8 +111,6 @@ def write_file(
 
             write_challenge(out_dir, k, images, truth, overwrite=overwrite)
         del images
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def write_revisits(
@@ -126,11 +121,7 @@ def write_revisits(
     from neocascade.io.npz import write_canonical
     from neocascade.simulation.revisits import simulate_revisits
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".images_{k}.", suffix=".npy", dir=out_dir)
-    os.close(fd)
-    try:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_epochs, *config.shape))
+    with _scratch_images(out_dir, k, (n_epochs, *config.shape)) as images:
         seq = simulate_revisits(config, revisits, seed=seed, field_index=k, n_epochs=n_epochs, out=images)
         images.flush()
         meta = {**meta, "field": k, "revisits": revisits.to_dict(), "objects": seq.objects,
@@ -141,6 +132,16 @@ def write_revisits(
                         obs_mjd=seq.obs_mjd, exptime=seq.exptime, wcs=seq.wcs, field=seq.field, epoch=seq.epoch,
                         stationary=seq.stationary)
         del images, seq
+
+
+@contextlib.contextmanager
+def _scratch_images(out_dir: Path, k: int, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A float32 memory map of ``shape`` in a hidden temporary file of ``out_dir`` (created), removed afterwards."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".images_{k}.", suffix=".npy", dir=out_dir)
+    os.close(fd)
+    try:
+        yield np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

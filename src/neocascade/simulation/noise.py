@@ -95,9 +95,7 @@ def rms_map(
     """
     nodes = np.exp(variation * rng.standard_normal((grid, grid)))
     nodes *= rms / np.median(nodes)
-    wy = _interp_weights(int(shape[0]), grid)
-    wx = _interp_weights(int(shape[1]), grid)
-    return ((wy @ nodes.astype(np.float32)) @ wx.T).astype(np.float32, copy=False)
+    return _upsample(nodes.astype(np.float32), shape)
 
 
 def background_map(shape: tuple[int, int], *, rng: np.random.Generator, rms: float, grid: int) -> np.ndarray:
@@ -122,6 +120,12 @@ def background_map(shape: tuple[int, int], *, rng: np.random.Generator, rms: flo
     if rms < 0 or grid < 2:
         raise ValueError(f"background: need rms >= 0 and grid >= 2, got {rms}, {grid}")
     nodes = (rms * rng.standard_normal((grid, grid))).astype(np.float32)
+    return _upsample(nodes, shape)
+
+
+def _upsample(nodes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 bilinear upsampling of a square float32 grid of nodes (corners on the image corners)."""
+    grid = nodes.shape[0]
     wy = _interp_weights(int(shape[0]), grid)
     wx = _interp_weights(int(shape[1]), grid)
     return ((wy @ nodes) @ wx.T).astype(np.float32, copy=False)
