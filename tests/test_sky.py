@@ -112,6 +112,25 @@ def test_sky_with_every_axis_off_is_the_preset_itself():
                                       simulate_image(base, seed=2, file_index=0, image_index=i)[0])
 
 
+def test_base_fraction_mixes_the_presets_own_sky_into_the_family():
+    """A share of the images keeps the preset's knobs (bit for bit the preset's image); the rest are the family's
+    draws, unchanged by the mixture; the cache key of a family without a mixture does not name it."""
+    base = SimConfig(shape=SMALL, n_asteroids=4)
+    family = dataclasses.replace(base, sky=SkyRanges())
+    mixed = dataclasses.replace(base, sky=SkyRanges(base_fraction=0.5))
+    kept = 0
+    for i in range(12):
+        image = simulate_image(mixed, seed=2, file_index=0, image_index=i)[0]
+        if np.array_equal(image, simulate_image(base, seed=2, file_index=0, image_index=i)[0], equal_nan=True):
+            kept += 1
+        else:
+            np.testing.assert_array_equal(image, simulate_image(family, seed=2, file_index=0, image_index=i)[0])
+    assert 2 <= kept <= 10
+    assert "base_fraction" not in family.sky.to_dict() and mixed.sky.to_dict()["base_fraction"] == 0.5
+    with pytest.raises(ValueError, match="sim.sky.base_fraction"):
+        SkyRanges(base_fraction=1.0)
+
+
 @pytest.mark.parametrize("bad,message", [
     ({"fwhm_range": [3.0, 2.0]}, "sim.sky.fwhm_range: must be finite"),
     ({"axes": ["psf", "weather"]}, "sim.sky.axes"),

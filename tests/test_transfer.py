@@ -33,11 +33,18 @@ def test_plan_trains_each_family_and_measures_every_sky_at_the_stored_threshold(
     assert "data.source.images_per_file=2" in train and "data.source.shape=[128,128]" in train
     assert "stage.min_precision=0.98" in train
     labels = [c.label for c in randomized.commands]
-    assert labels == ["train", *(f"evaluate_{s}" for s in skies), *(f"speed_{s}" for s in skies)]
-    for cmd in randomized.commands[1:8]:  # thresholds come from the artifact: nothing is tuned on a test sky
+    assert labels == ["train", *(f"evaluate_{s}" for s in skies), *(f"evaluate_{s}_stars" for s in skies),
+                      *(f"speed_{s}" for s in skies)]
+    for cmd in randomized.commands[1:15]:  # thresholds come from the artifact: nothing is tuned on a test sky
         assert "eval.operating_point=artifact" in cmd.argv and cmd.done.name == "metrics.json"
     held = next(c for c in randomized.commands if c.label == "evaluate_held_wings").argv
     assert "data=held_wings" in held and "sky=randomized" not in held
+    # the second evaluation of each sky adds the reference-catalogue check, into its own folder
+    ref = next(c for c in randomized.commands if c.label == "evaluate_shifted_stars").argv
+    assert ref[-1] == "reference_check=stars" and any(a.endswith("eval_shifted_stars") for a in ref)
+    assert not any(a.startswith("reference_check") for a in held)
+    assert [c.label for c in T.plan(_cfg(tmp_path, "reference_check=none"))[-1].commands].count("evaluate_paper") == 1
+    assert not any("_stars" in c.label for c in T.plan(_cfg(tmp_path, "reference_check=none"))[-1].commands)
     own = next(c for c in randomized.commands if c.label == "evaluate_randomized").argv
     assert "data=paper" in own and "sky=randomized" in own
     assert steps["snr_held_bright"].commands[0].argv[:5] == ["py", "-m", "neocascade.pipelines.transfer", "snr",
@@ -49,6 +56,8 @@ def test_bad_options_are_one_line(tmp_path):
         _cfg(tmp_path, "skip=[nothing]")
     with pytest.raises(InputError, match="target_precision"):
         _cfg(tmp_path, "target_precision=0")
+    with pytest.raises(InputError, match="reference_check: names no conf/reference_check option"):
+        _cfg(tmp_path, "reference_check=ring")
     with pytest.raises(InputError, match="no such key"):
         _cfg(tmp_path, "held=[x]")
     assert [s.name for s in T.plan(_cfg(tmp_path, "skip=[paper,snr_shifted]"))][-1] == "randomized"
@@ -71,7 +80,7 @@ def test_a_rerun_resumes_and_runs_only_what_is_missing(tmp_path):
     steps = T.plan(cfg)
     calls: list[str] = []
     record = R.run_plan(steps, record_path=tmp_path / "out" / R.STEPS_FILE, runner=_fake(tmp_path, calls), cwd=tmp_path)
-    assert len(calls) == 2 + 1 + 2 + 2 and record["randomized"]["train"]["status"] == "done"
+    assert len(calls) == 2 + 1 + 2 + 2 + 2 and record["randomized"]["train"]["status"] == "done"
     (tmp_path / steps[-1].commands[2].done).unlink()  # one evaluation lost: only it runs again
     again: list[str] = []
     record = R.run_plan(steps, record_path=tmp_path / "out" / R.STEPS_FILE, runner=_fake(tmp_path, again), cwd=tmp_path)
@@ -129,6 +138,22 @@ def test_table_renders_every_family_and_sky(tmp_path):
     text = T.render_table(cfg, found)
     assert "| randomized | held_bright | yes | 0.900 | 0.950 | 0.970 | 0.10 | 20.10 | 5.2 | 100 | 2.50 |" in text
     assert "| paper | paper | no | — |" in text and "REDUCED" in text
+
+
+def test_results_get_one_table_per_evaluation_variant(tmp_path):
+    cfg = _cfg(tmp_path, "held_out=[held_bright]")
+    for folder, purity in (("eval_held_bright", 0.91), ("eval_held_bright_stars", 0.99)):
+        ev = {"end_to_end": {"artifact": {"completeness": 0.9, "completeness_visible": 0.95, "purity": purity,
+                                          "false_per_quadrant": 0.1}}}
+        path = tmp_path / "out" / "randomized" / folder / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(ev))
+    T.write_results(cfg, cwd=tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    plain = text[text.index("<!-- transfer:start -->"):text.index("<!-- transfer:end -->")]
+    stars = text[text.index("<!-- transfer-stars:start -->"):text.index("<!-- transfer-stars:end -->")]
+    assert "| randomized | held_bright | yes | 0.900 | 0.950 | 0.910 |" in plain
+    assert "| randomized | held_bright | yes | 0.900 | 0.950 | 0.990 |" in stars and "reference_check=stars" in stars
 
 
 def test_snr_and_speed_subtasks_on_tiny_data(tmp_path):

@@ -140,6 +140,15 @@ class SimulatedSource(ImageSource):
         pixels, truth = simulate_image(self.config, seed=self.seed, file_index=file, image_index=image)
         return np.asarray(pixels, dtype=np.float32), _truth_rows(truth)
 
+    def reference_stars(self, file: int, image: int) -> np.ndarray:
+        """(N, 3) ``x, y, magnitude`` of the stars behind the image's residuals and saturated cores: its reference
+        catalogue (:func:`neocascade.simulation.quadrant.reference_stars`)."""
+        from neocascade.simulation.quadrant import reference_stars
+
+        file = self._check_file(file)
+        image = self._check_image(file, image)
+        return reference_stars(self.config, seed=self.seed, file_index=file, image_index=image)
+
     def fingerprint(self) -> dict[str, Any]:
         """Seed, shape, asteroid count, overrides, every simulator knob and the simulator version."""
         return {

@@ -45,7 +45,8 @@ def alert_table(alerts: Sequence[Any]) -> dict[str, np.ndarray]:
     -------
     dict of (N,) arrays
         ``file, candid, object_id, isdiffpos, ssdistnr, magpsf, rb, fid, xpos, ypos, ra, dec, jd,
-        jdstarthist, ndethist``; missing numeric fields are NaN (``ssdistnr`` -999 kept as stored).
+        jdstarthist, ndethist, distnr, magnr``; missing numeric fields are NaN (``ssdistnr`` and ``distnr`` -999
+        kept as stored).
     """
 
     def number(alert: Any, key: str) -> float:
@@ -59,7 +60,7 @@ def alert_table(alerts: Sequence[Any]) -> dict[str, np.ndarray]:
         "isdiffpos": np.array([a.isdiffpos for a in alerts], dtype=bool),
         **{key: np.array([number(a, key) for a in alerts], dtype=np.float64)
            for key in ("ssdistnr", "magpsf", "rb", "fid", "xpos", "ypos", "ra", "dec", "jd", "jdstarthist",
-                       "ndethist")},
+                       "ndethist", "distnr", "magnr")},
     }
 
 

@@ -89,6 +89,7 @@ def detect_image(
     spec: InputSpec | None = None,
     veto: Any = ARTIFACT,
     check: Any = None,
+    reference: Any = None,
 ) -> dict[str, np.ndarray]:
     """Find asteroids in one difference image with a cascade.
 
@@ -114,6 +115,9 @@ def detect_image(
     check : callable, optional
         ``check(raw_cutouts) -> keep`` on the accepted candidates' unfiltered cutouts, before the veto,
         e.g. :class:`~neocascade.detection.residuals.RingCheck`; None (default) applies none.
+    reference : callable, optional
+        ``reference(x, y) -> keep`` on the accepted candidates, after ``check`` and before the veto: the image's
+        reference catalogue, e.g. ``StarCheck().bind(stars)`` (:mod:`~neocascade.detection.reference`).
 
     Returns
     -------
@@ -136,6 +140,9 @@ def detect_image(
     accepted = np.flatnonzero(np.asarray(cascade.accept(p1, p2), dtype=bool))
     if check is not None and accepted.size:
         accepted = accepted[np.asarray(check(np.asarray(cand.cutouts)[accepted, 1]), dtype=bool)]
+    if reference is not None and accepted.size:
+        accepted = accepted[np.asarray(reference(np.asarray(cand.cols, dtype=np.float64)[accepted],
+                                                 np.asarray(cand.rows, dtype=np.float64)[accepted]), dtype=bool)]
     veto = cascade_veto(cascade) if isinstance(veto, str) and veto == ARTIFACT else veto
     if veto is not None and accepted.size:
         accepted = accepted[_keep(veto, cand.cols[accepted], cand.rows[accepted], arr)]

@@ -98,27 +98,6 @@ class RingCheck:
 
 def build_residual_check(config: Any) -> RingCheck | None:
     """The check a ``conf/residual_check`` config describes (a user's config, not an artifact's): None for none."""
-    from neocascade.errors import input_error
+    from neocascade.utils.instantiate import build_fixed
 
-    if config is None:
-        return None
-    if isinstance(config, RingCheck):
-        return config
-    try:
-        items = dict(config)
-    except (TypeError, ValueError):
-        raise input_error("residual_check", "must be null or a mapping", found=repr(config)) from None
-    target = items.pop("_target_", None)
-    if target is None and not items:
-        return None
-    if target not in (None, "neocascade.detection.residuals.RingCheck"):
-        raise input_error("residual_check._target_", "must be neocascade.detection.residuals.RingCheck",
-                          found=repr(target))
-    unknown = sorted(set(items) - {"max_deficit"})
-    if unknown:
-        raise input_error("residual_check", "unknown key", expected="max_deficit", found=unknown)
-    try:
-        return RingCheck(**items)
-    except ValueError as exc:
-        key, _, why = str(exc).partition(": ")
-        raise input_error(f"residual_check.{key}", why) from None
+    return build_fixed(config, key="residual_check", cls=RingCheck, keys=("max_deficit",))

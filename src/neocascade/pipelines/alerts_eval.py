@@ -41,12 +41,15 @@ from neocascade.detection.alerts import (
     score_alerts,
     stationary_by_history,
 )
+from neocascade.detection.reference import build_star_check
 from neocascade.detection.residuals import build_residual_check
 from neocascade.errors import InputError, input_error
 from neocascade.utils.atomic import atomic_path, check_writable, save_json, save_text
 
 log = logging.getLogger(__name__)
 
+VARIANT_TITLES = {"stamp": "stamp only", "stamp_history": "stamp + history", "stamp_reference": "stamp + reference",
+                  "stamp_history_reference": "stamp + history + reference"}
 OUTPUT_FILES = ("alerts_report.md", "metrics.json", "alerts.csv", "missed_asteroids.png", "accepted_negatives.png")
 
 
@@ -79,6 +82,12 @@ def evaluate_alerts(cfg: DictConfig) -> int:
     stamp_detected = np.asarray(scores["detected"], dtype=bool)
     variants = {"stamp": stamp_detected, "stamp_history": stamp_detected & ~history["stationary"]}
     headline = "stamp_history" if bool(data.get("history", True)) else "stamp"
+    star_check = build_star_check(cfg.get("reference_check"))
+    if star_check is not None:  # the packet's nearest reference-catalogue source: distnr (px), magnr
+        on_star = ~star_check.keep_nearest(table["distnr"], table["magnr"])
+        variants = {**variants, **{f"{name}_reference": d & ~on_star for name, d in variants.items()}}
+        headline = f"{headline}_reference"
+        scores = {**scores, "on_star": on_star}
     scores = {**scores, "detected_stamp": stamp_detected, "detected": variants[headline], **history}
     by_variant = {
         name: alert_metrics({**scores, "detected": detected}, masks, magpsf=table["magpsf"],
@@ -98,6 +107,7 @@ def evaluate_alerts(cfg: DictConfig) -> int:
         "failed": failed,
         "thresholds": {"stage1": cascade.threshold1, "stage2": cascade.threshold2},
         "residual_check": repr(check) if check is not None else None,
+        "reference_check": repr(star_check) if star_check is not None else None,
         "input_spec": dict(cascade.input_spec),
         "group_sizes": {key: int(mask.sum()) for key, mask in masks.items()},
         "headline": headline,
@@ -213,7 +223,8 @@ def stamp_grid(stamps: Sequence[np.ndarray], labels: Sequence[str], *, title: st
 def alerts_csv(table: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray]) -> str:
     """Per-alert CSV text: packet fields, group flags and scores."""
     columns = ["candid", "object_id", "file", "isdiffpos", "ssdistnr", "magpsf", "rb", "fid", "ndethist", *masks,
-               "p1", "p2", "peak", "snr", "detected_stamp", "history_span_min", "stationary", "detected"]
+               "p1", "p2", "peak", "snr", "detected_stamp", "history_span_min", "stationary",
+               *(["distnr", "magnr", "on_star"] if "on_star" in scores else []), "detected"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -257,9 +268,11 @@ def report_markdown(result: Mapping[str, Any], cfg: DictConfig) -> str:
         "science minus reference (`isdiffpos` 'f' stamps are stored sign-flipped and are negated back), so a fading "
         "source is negative. Nothing here was trained or tuned on these alerts.",
         "",
-        f"Headline (`data.history={str(result['headline'] == 'stamp_history').lower()}`): "
-        + ("stamp accepted **and** no earlier detection at the position. " if result["headline"] == "stamp_history"
-           else "the stamp score alone. ")
+        f"Headline (`data.history={str(result['headline'].startswith('stamp_history')).lower()}`): "
+        + ("stamp accepted **and** no earlier detection at the position. "
+           if result["headline"].startswith("stamp_history") else "the stamp score alone. ")
+        + (f"With `reference_check` ({result['reference_check']}): **and** not on a catalogued star by the "
+           "packet's `distnr` (px) / `magnr`. " if result.get("reference_check") else "")
         + f"History rule, fixed a priori from motion physics: an asteroid moving at least "
         f"{result['history']['min_rate_arcsec_per_hour']:g}\"/h leaves a {result['history']['match_arcsec']:g}\" "
         f"circle within {60 * result['history']['match_arcsec'] / result['history']['min_rate_arcsec_per_hour']:.0f} "
@@ -270,9 +283,9 @@ def report_markdown(result: Mapping[str, Any], cfg: DictConfig) -> str:
         "",
         "Rates are k/n with a Wilson 95 % interval.",
         "",
-        "| metric | stamp only | stamp + history |",
-        "|---|---|---|",
-        *[f"| `{key}` | {_fmt(result['variants']['stamp'][key])} | {_fmt(result['variants']['stamp_history'][key])} |"
+        "| metric | " + " | ".join(VARIANT_TITLES[name] for name in result["variants"]) + " |",
+        "|---|" + "---|" * len(result["variants"]),
+        *[f"| `{key}` | " + " | ".join(_fmt(v[key]) for v in result["variants"].values()) + " |"
           for key in ("known_asteroid_recall", "negative_rejection", "low_rb_rejection", "other_positive_rate")],
         "",
         "Headline details:",

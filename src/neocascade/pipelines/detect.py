@@ -35,7 +35,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -50,9 +50,11 @@ from neocascade.detection.detector import (
 from neocascade.detection.inputs import (
     KINDS, AlertUnit, ImageUnit, challenge_index, expand_inputs, input_kind, iter_units,
 )
+from neocascade.detection.reference import build_star_check
 from neocascade.detection.residuals import build_residual_check
 from neocascade.detection.trails import TrailDetector, build_trail_detector, trail_segments
 from neocascade.errors import InputError, input_error
+from neocascade.io.reference import read_star_catalogue, stars_on_image
 from neocascade.pipelines.common import INPUT_ERROR_EXIT, report_input_errors
 from neocascade.utils.atomic import atomic_path, save_json
 
@@ -132,6 +134,8 @@ class DetectJob:
     torch_threads: int | None = None
     trails: Any = None
     residual_check: Any = None
+    reference_check: Any = None
+    reference: str | None = None
 
     @property
     def parts(self) -> Path:
@@ -140,9 +144,10 @@ class DetectJob:
 
     @property
     def cache_key(self) -> str:
-        """Identifies the loaded cascade, veto, trail detector and residual check a worker can reuse."""
+        """Identifies the loaded cascade, veto, trail detector, residual check and reference catalogue a worker can
+        reuse."""
         return json.dumps([self.artifact, self.artifact_sha256, self.expected_arch, self.veto, self.trails,
-                           self.residual_check], default=str)
+                           self.residual_check, self.reference_check, self.reference], default=str)
 
 
 def detect(cfg: DictConfig) -> int:
@@ -168,21 +173,26 @@ def detect(cfg: DictConfig) -> int:
     trails = build_trail_detector(trails_config)  # refuses bad settings here, before any work
     check_config = _plain(cfg.get("residual_check"))
     check = build_residual_check(check_config)
+    star_config = _plain(cfg.get("reference_check"))
+    star_check = build_star_check(star_config)
     if cfg.get("input") in (None, ""):
         raise input_error("input", "required: a file, folder or glob (or a list of them)")
     files = expand_inputs(cfg.input if isinstance(cfg.input, str) else list(OmegaConf.to_container(cfg.input)))
     files = _unique_files(files)
+    reference, catalogue = _reference(cfg, star_check, files)
     cluster = Serial() if cfg.get("cluster") is None else instantiate(cfg.cluster)
     job = DetectJob(
         artifact=str(Path(str(cascade.path)).resolve()), artifact_sha256=_sha256(Path(str(cascade.path))),
         expected_arch=_plain(cfg.get("expected_arch")), veto=veto_config, batch_size=batch_size,
         merge_radius=merge_radius, out=str(out.resolve()), partition_by=partition_by,
         torch_threads=cluster.torch_threads, trails=trails_config, residual_check=check_config,
-        read_options=_read_options(cfg),
+        reference_check=star_config, reference=reference, read_options=_read_options(cfg),
     )
     settings = {
         "inputs": [str(p) for p in files], "artifact_sha256": job.artifact_sha256, "expected_arch": job.expected_arch,
         "veto": veto_config, "trails": trails_config, "residual_check": check_config, "batch_size": batch_size,
+        "reference_check": star_config,
+        "reference": None if reference is None else {"file": reference, "sha256": _sha256(Path(reference))},
         "merge_radius": merge_radius,
         "max_overlays": max_overlays, "read_options": job.read_options, "format": fmt, "partition_by": partition_by,
     }
@@ -190,7 +200,7 @@ def detect(cfg: DictConfig) -> int:
     folder = RunFolder(out, fmt=fmt, config_hash=config_hash)
     with folder.locked():
         done = folder.prepare(overwrite=overwrite, settings=settings)
-        _remember(job, (cascade, spec, veto, trails, check))  # the serial loop (and threaded workers) reuse these
+        _remember(job, (cascade, spec, veto, trails, check, star_check, catalogue))  # the serial loop (and threaded workers) reuse these
         resumed = len(done)
         entries = _run_files(files, job, cluster, folder, done, max_overlays=max_overlays,
                              progress=bool(cfg.get("progress", True)))
@@ -210,6 +220,8 @@ def detect(cfg: DictConfig) -> int:
             "partition_by": partition_by, "veto": repr(veto) if veto is not None else None,
             "trails": repr(trails) if trails is not None else None, "cluster": repr(cluster),
             "residual_check": repr(check) if check is not None else None,
+            "reference_check": repr(star_check) if star_check is not None else None,
+            "reference": None if catalogue is None else {"file": str(catalogue.path), "stars": len(catalogue)},
             "resumed_files": resumed, **counts, "failed": failed, "config": OmegaConf.to_container(cfg, resolve=True),
         }
         save_json(folder.summary, summary, overwrite=True)
@@ -485,8 +497,10 @@ def _worker_cascade(job: DetectJob) -> tuple:
             cascade, spec = load_artifact(OmegaConf.create({"artifact": job.artifact,
                                                             "expected_arch": job.expected_arch}))
             _LOADED.clear()
+            catalogue = None if job.reference is None else read_star_catalogue(job.reference)
             _LOADED[job.cache_key] = (cascade, spec, run_veto(job.veto, cascade), build_trail_detector(job.trails),
-                                      build_residual_check(job.residual_check))
+                                      build_residual_check(job.residual_check), build_star_check(job.reference_check),
+                                      catalogue)
         return _LOADED[job.cache_key]
 
 
@@ -496,7 +510,7 @@ def _detect_file(path: str, overlays: int, job: DetectJob) -> dict:
     Runs on a worker. Bad input is caught here and returned as one line per problem (``failed``);
     the caller reports it. ``overlays`` is how many of the file's first images get an overlay PNG.
     """
-    cascade, spec, veto, trails, check = _worker_cascade(job)
+    cascade, spec, veto, trails, check, star_check, catalogue = _worker_cascade(job)
     path = Path(path)
     entry = {"file": str(path), "part": part_name(path), "kind": None, "partition": None, "images": 0, "alerts": 0,
              "detections": 0, "overlays": 0, "units_ok": 0, "failed": []}
@@ -514,11 +528,12 @@ def _detect_file(path: str, overlays: int, job: DetectJob) -> dict:
                     if unit.alert.candid in seen_candids:  # the same packet twice in one file
                         continue
                     seen_candids.add(unit.alert.candid)
-                    rows.append(_alert_rows(unit, cascade, spec, job.batch_size, check=check))
+                    rows.append(_alert_rows(unit, cascade, spec, job.batch_size, check=check, star_check=star_check))
                     entry["alerts"] += 1
                 else:
                     n_images += 1
-                    found = _image_rows(unit, cascade, spec, veto, job, trails=trails, check=check)
+                    found = _image_rows(unit, cascade, spec, veto, job, trails=trails, check=check,
+                                        reference=_image_reference(unit, star_check, catalogue))
                     rows.append(found)
                     entry["images"] += 1
                     entry["detections"] += len(found["x"])
@@ -694,23 +709,50 @@ def _options(cfg: DictConfig) -> tuple[int, float, int]:
     return batch_size, float(merge_radius), max_overlays
 
 
+def _reference(cfg: DictConfig, star_check: Any, files: Sequence[Path]) -> tuple[str | None, Any]:
+    """The reference catalogue's path (resolved) and contents for image inputs under ``reference_check``; alerts
+    carry their own (``distnr``, ``magnr``). Refuses a catalogue without the check, and image inputs without one."""
+    path = cfg.get("reference")
+    if star_check is None:
+        if path not in (None, ""):
+            raise input_error("reference", "a star catalogue is only read with reference_check=stars", found=str(path))
+        return None, None
+    if path in (None, ""):
+        images = [p for p in files if input_kind(p) != "avro"]
+        if images:
+            raise input_error("reference", "reference_check=stars needs a star catalogue (ra, dec, mag) for image "
+                              "inputs", found=f"none, for {images[0]}")
+        return None, None
+    catalogue = read_star_catalogue(str(path))
+    return str(Path(str(path)).resolve()), catalogue
+
+
+def _image_reference(unit: ImageUnit, star_check: Any, catalogue: Any) -> Any:
+    """``keep(x, y)`` of one image against the catalogue's stars placed by its WCS; None without the check."""
+    if star_check is None or catalogue is None:
+        return None
+    return star_check.bind(stars_on_image(catalogue, unit.wcs, unit.pixels.shape))
+
+
 def _image_rows(unit: ImageUnit, cascade: Any, spec: InputSpec, veto: Any, job: DetectJob, *,
-                trails: TrailDetector | None = None, check: Any = None) -> dict:
-    """Catalogue columns of one image's detections: the cascade's points, then (with ``trails``) its trails, each
-    point lying on a found trail merged into it."""
+                trails: TrailDetector | None = None, check: Any = None, reference: Any = None) -> dict:
+    """Catalogue columns of one image's detections: the cascade's points (after the residual ``check`` and the
+    ``reference`` catalogue), then (with ``trails``) its trails, each point lying on a found trail merged into it."""
     det = detect_image(unit.pixels, cascade, merge_radius=job.merge_radius, batch_size=job.batch_size, spec=spec,
-                       veto=veto, check=check)
+                       veto=veto, check=check, reference=reference)
     rows = catalogue_rows(det, file=str(unit.file), image=unit.image, wcs=unit.wcs)
     if trails is None:
         return rows
     return trails.rows(unit.pixels, rows, file=str(unit.file), image=unit.image, wcs=unit.wcs, exptime=unit.exptime)
 
 
-def _alert_rows(unit: AlertUnit, cascade: Any, spec: InputSpec, batch_size: int, *, check: Any = None) -> dict:
+def _alert_rows(unit: AlertUnit, cascade: Any, spec: InputSpec, batch_size: int, *, check: Any = None,
+                star_check: Any = None) -> dict:
     """One catalogue row for an alert: its position (0-based quadrant px, sky from the packet) and verdict.
 
     The stamp is scored with the science-minus-reference sign, so a negative subtraction's fading
-    source is negative, as nothing in training ever was.
+    source is negative, as nothing in training ever was. With ``star_check``, an alert on a catalogued star
+    (the packet's ``distnr`` / ``magnr``) is not detected.
     """
     alert = unit.alert
     cand = alert.candidate
@@ -730,6 +772,9 @@ def _alert_rows(unit: AlertUnit, cascade: Any, spec: InputSpec, batch_size: int,
         "dec": value("dec", float("nan")),
         **{key: scores[key] for key in ("p1", "p2", "peak", "snr", "detected")},
     }
+    if star_check is not None:
+        det["detected"] = det["detected"] & star_check.keep_nearest(value("distnr", float("nan")),
+                                                                     value("magnr", float("nan")))
     return catalogue_rows(det, file=str(unit.file), image=alert.candid)
 
 

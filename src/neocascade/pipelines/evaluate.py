@@ -23,6 +23,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from neocascade.detection.detector import apply_veto, run_veto
+from neocascade.detection.reference import build_star_check
 from neocascade.detection.residuals import build_residual_check
 from neocascade.errors import input_error
 from neocascade.evaluation import figures as F
@@ -100,7 +101,10 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     veto = run_veto(cfg.get("veto"), cascade)
     pixels = _pixel_reader(dm, test)
     check = build_residual_check(cfg.get("residual_check"))
-    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto, pixels=pixels, check=check)
+    star_check = build_star_check(cfg.get("reference_check"))
+    stars = _star_reader(dm, test, key="reference_check") if star_check is not None else None
+    e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto, pixels=pixels, check=check,
+                          star_check=star_check, stars=stars)
            for k, t2 in points.items()}
     primary = e2e[op_name]
     metrics = results.pop("metrics")
@@ -141,8 +145,9 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
             ("test candidates", f"{counts['test_candidates']} ({counts['test_positive']} positive)"),
             ("test images / asteroids", f"{counts['test_images']} / {counts['test_asteroids']}"),
             ("match radius / merge radius", f"{cfg.eval.match_radius} px / {cfg.eval.merge_radius} px"),
-            ("residual check, then veto, after the classifier",
-             (f"{check!r}, then " if check is not None else "none, then ")
+            ("residual check, reference check, then veto, after the classifier",
+             (f"{check!r}, " if check is not None else "none, ")
+             + (f"{star_check!r}, then " if star_check is not None else "none, then ")
              + _veto_summary(veto, primary["vetoed"], own=cfg.get("veto") is not None)),
             ("plain test/* metrics use", f"the {op_name} operating point"),
         ],
@@ -320,11 +325,30 @@ def _pixel_reader(dm: Any, test: Scored) -> Any:
     return read
 
 
+def _star_reader(dm: Any, test: Scored, *, key: str) -> Any:
+    """``image key -> (N, 3)`` reference catalogue of a test image (x, y, magnitude), from a data source that has
+    one (simulated data); any other source is refused, naming ``key``."""
+    source = dm.source
+    if not hasattr(source, "reference_stars"):
+        raise input_error(key, "needs a reference catalogue beside each image; this data source has none",
+                          found=type(source).__name__)
+    cs = test.cs
+    stride = max((int(cs.info[f]["n_images"]) for f in cs.files), default=1) + 1
+
+    @functools.lru_cache(maxsize=None)
+    def read(image_key: int) -> np.ndarray:
+        file, image = divmod(int(image_key), stride)
+        return source.reference_stars(file, image)
+
+    return read
+
+
 def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: Any = None, pixels: Any = None,
-                check: Any = None) -> dict:
+                check: Any = None, star_check: Any = None, stars: Any = None) -> dict:
     """Asteroid-level results of the test files at thresholds (t1, t2), after the residual ``check`` on the cached
-    unfiltered cutouts and ``veto`` (None: none), which gets an image's pixels from ``pixels(key)`` where it would
-    remove a line (as in ``detect_image``); both count as vetoed."""
+    unfiltered cutouts, the reference ``star_check`` against each image's catalogue ``stars(key)`` and ``veto``
+    (None: none), which gets an image's pixels from ``pixels(key)`` where it would remove a line (as in
+    ``detect_image``); all three count as vetoed."""
     cs = test.cs
     pass1 = _at(test.p1, t1)
     classified = pass1 & _at(test.p2, t2)
@@ -333,6 +357,10 @@ def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: An
     if check is not None and classified.any():
         index = np.flatnonzero(classified)
         accepted[index] = np.asarray(check(np.asarray(cs.cutouts.take(index)[:, 1], dtype=np.float32)), dtype=bool)
+    if star_check is not None:
+        for key in np.unique(det_key[accepted]):
+            index = np.flatnonzero(accepted & (det_key == key))
+            accepted[index] = star_check(cs.x[index], cs.y[index], stars(int(key)))
     accepted[accepted] = apply_veto(veto, cs.x[accepted], cs.y[accepted], det_key[accepted], pixels)
     n_truth = len(cs.truth)
     stage1_pass = np.zeros(n_truth, dtype=bool)

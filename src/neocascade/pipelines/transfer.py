@@ -7,10 +7,12 @@ Usage: ``python -m neocascade.pipelines.transfer [key=value ...]`` (keys of ``co
 - one step per training family (``randomized``, ``paper``): ``train.py experiment=neocascade`` with the family's
   overrides and the operating threshold picked on the family's validation file for ``target_precision``;
   then ``evaluate.py`` at that stored threshold (``eval.operating_point=artifact``) on the test files of every
-  sky, families' and held-out alike, and the ``transfer speed`` subtask on each.
+  sky, families' and held-out alike (again with ``reference_check=<reference_check>`` unless it is ``none``:
+  folders ``eval_<sky>_<check>``), and the ``transfer speed`` subtask on each.
 
 The table (completeness, completeness of asteroids not on dead pixels, purity, false detections per quadrant,
-m50, SNR50, candidates per quadrant, quadrants/s) goes into the ``transfer`` section of ``results``.
+m50, SNR50, candidates per quadrant, quadrants/s) goes into the ``transfer`` section of ``results``; the one with the
+reference-catalogue check into ``transfer-<check>``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger("neocascade.transfer")
 CONF = R.ROOT / "conf" / "transfer.yaml"
 SECTION = "transfer"
 SNR_FILE = "snr.npz"
+REFERENCE_CHECKS = ("none", "stars")  # conf/reference_check options: the second evaluation of every model and sky
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -47,6 +50,9 @@ def load_config(overrides: Sequence[str] = (), *, path: str | Path = CONF) -> Di
         raise input_error("families", f"'{clash[0]}' is also a held-out sky", expected="names disjoint from held_out")
     if not 0.0 < float(cfg.target_precision) <= 1.0:
         raise input_error("target_precision", "must be a precision in (0, 1]", found=cfg.target_precision)
+    if str(cfg.get("reference_check")) not in REFERENCE_CHECKS:
+        raise input_error("reference_check", "names no conf/reference_check option",
+                          expected=", ".join(REFERENCE_CHECKS), found=cfg.get("reference_check"))
     cfg.step_names = [*map(str, cfg.families), *(f"snr_{s}" for s in _sky_names(cfg))]
     unknown = [n for n in (cfg.get("skip") or []) if str(n) not in cfg.step_names]
     if unknown:
@@ -78,7 +84,18 @@ def run_settings(cfg: DictConfig) -> dict:
             "held_out": [str(s) for s in cfg.held_out], "epochs": int(cfg.epochs),
             "target_precision": float(cfg.target_precision), "val_negatives": cfg.get("val_negatives"),
             "data_overrides": [str(v) for v in cfg.data_overrides],
-            "train_overrides": [str(v) for v in cfg.train_overrides], "eval_overrides": [str(v) for v in cfg.eval_overrides]}
+            "train_overrides": [str(v) for v in cfg.train_overrides], "eval_overrides": [str(v) for v in cfg.eval_overrides],
+            "reference_check": str(cfg.reference_check)}
+
+
+def _variants(cfg: DictConfig) -> dict[str, list[str]]:
+    """Evaluation variant -> its extra evaluate.py overrides: the default, and the reference-catalogue check."""
+    check = str(cfg.reference_check)
+    return {"": [], **({} if check == "none" else {check: [f"reference_check={check}"]})}
+
+
+def _eval_name(sky: str, variant: str) -> str:
+    return f"eval_{sky}" + (f"_{variant}" if variant else "")
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -110,12 +127,15 @@ def plan(cfg: DictConfig, *, python: str | None = None) -> list[R.Step]:
                  f"trainer.max_epochs={int(cfg.epochs)}", f"stage.min_precision={target}", f"hydra.run.dir={folder}",
                  *map(str, cfg.train_overrides)]
         step.commands.append(R.Command("train", train, artifact, folder / "train.log"))
-        for sky, data in skies(cfg).items():
-            sub = folder / f"eval_{sky}"
-            ev = [py, "evaluate.py", f"artifact={artifact}", *data, *sized, f"out_dir={sub}",
-                  f"hydra.run.dir={folder / f'eval_{sky}_run'}", "eval.operating_point=artifact",
-                  f"eval.target_precision={target}", *map(str, cfg.eval_overrides)]
-            step.commands.append(R.Command(f"evaluate_{sky}", ev, sub / "metrics.json", folder / f"evaluate_{sky}.log"))
+        for variant, extra_eval in _variants(cfg).items():
+            for sky, data in skies(cfg).items():
+                name = _eval_name(sky, variant)
+                sub = folder / name
+                ev = [py, "evaluate.py", f"artifact={artifact}", *data, *sized, f"out_dir={sub}",
+                      f"hydra.run.dir={folder / f'{name}_run'}", "eval.operating_point=artifact",
+                      f"eval.target_precision={target}", *map(str, cfg.eval_overrides), *extra_eval]
+                step.commands.append(R.Command(name.replace("eval_", "evaluate_", 1), ev, sub / "metrics.json",
+                                               folder / f"{name.replace('eval_', 'evaluate_', 1)}.log"))
         for sky, data in skies(cfg).items():
             sub = folder / f"speed_{sky}"
             speed = [py, "-m", "neocascade.pipelines.transfer", "speed", f"artifact={artifact}", f"out={sub}",
@@ -195,13 +215,14 @@ def snr50(snr_path: Path, ev: Mapping[str, Any]) -> tuple[float | None, float | 
     return (None if not np.isfinite(value) else value), (None if not np.isfinite(err) else err)
 
 
-def collect(cfg: DictConfig, *, cwd: str | Path = R.ROOT) -> dict:
-    """Per family and sky: the evaluation, the speed and SNR50; and the runner's record."""
+def collect(cfg: DictConfig, *, cwd: str | Path = R.ROOT, variant: str = "") -> dict:
+    """Per family and sky: the evaluation (of ``variant``, see :func:`_variants`), the speed and SNR50; and the
+    runner's record."""
     out = Path(cwd) / cfg.out_dir
     found: dict[str, Any] = {}
     for family in map(str, cfg.families):
         for sky in skies(cfg):
-            ev = R._read(out / family / f"eval_{sky}" / "metrics.json")
+            ev = R._read(out / family / _eval_name(sky, variant) / "metrics.json")
             value, err = snr50(out / f"snr_{sky}" / SNR_FILE, ev)
             found[f"{family}/{sky}"] = {"eval": ev, "speed": R._read(out / family / f"speed_{sky}" / R.DONE_FILE),
                                         "snr50": value, "snr50_err": err}
@@ -213,12 +234,14 @@ def _e2e(ev: Mapping[str, Any], key: str) -> Any:
     return ((ev.get("end_to_end") or {}).get("artifact") or {}).get(key)
 
 
-def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
-    """The transfer section: one row per (training family, test sky)."""
+def render_table(cfg: DictConfig, found: Mapping[str, Any], *, variant: str = "") -> str:
+    """The transfer section (of ``variant``, see :func:`_variants`): one row per (training family, test sky)."""
     n = R.images_per_file(cfg)
     fmt = R._fmt
     held = [str(s) for s in cfg.held_out]
-    lines = ["## Skies it never saw: transfer" + (f" (REDUCED: {n} images per file)" if cfg.reduced else ""), "",
+    title = "## Skies it never saw: transfer" if not variant else \
+        f"### The same models with the reference-catalogue check (`reference_check={variant}`)"
+    lines = [title + (f" (REDUCED: {n} images per file)" if cfg.reduced else ""), "",
              f"Generated by `python -m neocascade.pipelines.transfer{' reduced=true' if cfg.reduced else ''}` from "
              f"`{cfg.out_dir}/`. `experiment={cfg.experiment}` trained on `data={cfg.data}` plus each family's overrides "
              f"({n} quadrants per file, {cfg.epochs} epochs); its threshold picked on that family's validation file for "
@@ -247,10 +270,15 @@ def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
 
 
 def write_results(cfg: DictConfig, *, cwd: str | Path = R.ROOT) -> Path | None:
-    """Put the table into the transfer section of ``cfg.results`` (created when missing)."""
+    """Put the tables into the transfer sections of ``cfg.results`` (created when missing): ``transfer``, and
+    ``transfer-<check>`` for the reference-catalogue check."""
     if not cfg.get("results"):
         return None
-    return write_section(cfg.results, SECTION, render_table(cfg, collect(cfg, cwd=cwd)), cwd=cwd)
+    path = None
+    for variant in _variants(cfg):
+        body = render_table(cfg, collect(cfg, cwd=cwd, variant=variant), variant=variant)
+        path = write_section(cfg.results, f"{SECTION}-{variant}" if variant else SECTION, body, cwd=cwd)
+    return path
 
 
 def run_transfer(cfg: DictConfig, *, cwd: str | Path = R.ROOT) -> dict:

@@ -68,6 +68,7 @@ def star_residuals(
     fraction_range: tuple[float, float],
     poisson: bool,
     psf: PSFShape | None = None,
+    stars: list | None = None,
 ) -> list[Stamp]:
     """Imperfectly subtracted stars: dipoles (misregistration), rings (PSF mismatch), negative holes.
 
@@ -92,6 +93,8 @@ def star_residuals(
     psf : PSFShape, optional
         Another PSF kind, ellipticity or FWHM gradient; None: round Moffat. Draws one star at a time
         (the pre-sky order); :func:`star_residual_batch` draws crowded fields at once.
+    stars : list, optional
+        Receives one ``(x, y, magnitude)`` per star (the reference catalogue of these stars).
 
     Returns
     -------
@@ -104,7 +107,10 @@ def star_residuals(
     out = []
     for _ in range(n):
         x, y = rng.uniform(0, w - 1), rng.uniform(0, h - 1)
-        flux = float(flux_of(rng.uniform(*magnitude_range), zero_point))
+        mag = rng.uniform(*magnitude_range)
+        if stars is not None:
+            stars.append((x, y, mag))
+        flux = float(flux_of(mag, zero_point))
         fraction = float(_log_uniform(rng, fraction_range))
         col0, row0 = int(np.rint(x)) - radius, int(np.rint(y)) - radius
         dx = col0 + grid[None, :] - x
@@ -138,6 +144,16 @@ def _counts_magnitudes(rng: np.random.Generator, bounds: tuple[float, float], sl
         return lo + u * (hi - lo)
     a, b = 10.0 ** (slope * (lo - hi)), 1.0
     return hi + np.log10(a + u * (b - a)) / slope
+
+
+def star_field(
+    shape: tuple[int, int], *, rng: np.random.Generator, n: int, magnitude_range: tuple[float, float],
+    magnitude_slope: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first draws of :func:`star_residual_batch`: star ``x, y`` (px) and magnitudes, (n,) each."""
+    h, w = shape
+    x, y = rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)
+    return x, y, _counts_magnitudes(rng, magnitude_range, magnitude_slope, n)
 
 
 def star_residual_batch(
@@ -182,9 +198,8 @@ def star_residual_batch(
     """
     if n <= 0:
         return []
-    h, w = shape
-    x, y = rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)
-    flux = flux_of(_counts_magnitudes(rng, magnitude_range, magnitude_slope, n), zero_point)
+    x, y, mag = star_field(shape, rng=rng, n=n, magnitude_range=magnitude_range, magnitude_slope=magnitude_slope)
+    flux = flux_of(mag, zero_point)
     amplitude = flux * _log_uniform(rng, fraction_range, n)
     kind = rng.integers(3, size=n)
     theta = rng.uniform(0, 2 * np.pi, n)
@@ -237,8 +252,11 @@ def saturated_stars(
     zero_point: float,
     magnitude_range: tuple[float, float],
     bleed_length_per_mag: float,
+    stars: list | None = None,
 ) -> tuple[list[Stamp], list[Stamp]]:
     """Saturated stars: a NaN core, NaN bleed columns along the readout direction and a strong halo residual.
+
+    ``stars``, if given, receives one ``(x, y, magnitude)`` per star.
 
     Returns
     -------
@@ -253,6 +271,8 @@ def saturated_stars(
     for _ in range(n):
         x, y = rng.uniform(0, w - 1), rng.uniform(0, h - 1)
         mag = rng.uniform(*magnitude_range)
+        if stars is not None:
+            stars.append((x, y, mag))
         core = 2.0 + 1.5 * (faint - mag) + rng.uniform(0, 1.5)
         radius = int(np.ceil(3 * core + stamp_radius(fwhm)))
         grid = np.arange(2 * radius + 1, dtype=np.float64)

@@ -74,10 +74,15 @@ def _conditions(config: SimConfig, streams: dict[str, np.random.Generator]) -> C
 
 
 def image_config(config: SimConfig, streams: dict[str, np.random.Generator]) -> SimConfig:
-    """This image's knobs: ``config`` itself, or (``config.sky`` set) its sky family's draw from the ``sky`` stream."""
+    """This image's knobs: ``config`` itself, or (``config.sky`` set) its sky family's draw from the ``sky`` stream;
+    with ``sky.base_fraction`` > 0, that share of the images (one more draw of the stream) keeps ``config``'s own."""
     if config.sky is None:
         return config
-    return dataclasses.replace(config, sky=None, **draw_sky(config.sky, streams["sky"]))
+    rng = streams["sky"]
+    drawn = draw_sky(config.sky, rng)
+    if config.sky.base_fraction > 0 and rng.random() < config.sky.base_fraction:
+        return dataclasses.replace(config, sky=None)
+    return dataclasses.replace(config, sky=None, **drawn)
 
 
 def psf_shape(config: SimConfig, rng: np.random.Generator) -> PSFShape | None:
@@ -317,6 +322,36 @@ def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index
 
     truth = np.column_stack([np.full(len(rows), float(image_index)), rows]).reshape(-1, 6)
     return image, truth.astype(np.float64)
+
+
+def reference_stars(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> np.ndarray:
+    """The stars under an image's subtraction residuals and saturated cores: its reference catalogue.
+
+    The residual and saturated-star streams of :func:`simulate_image` are drawn again (the image's other
+    components are not simulated), so the catalogue is exactly the stars that left marks in that image.
+
+    Returns
+    -------
+    (N, 3) float64
+        Columns ``x, y, magnitude`` (px, 0-based, x = column; magnitude in the config's photometric system).
+    """
+    streams, config, cond, psf = _image_setup(config, seed, file_index, image_index)
+    area, side = _scales(config)
+    stars: list = []
+    rng = streams["residuals"]
+    n = int(rng.poisson(config.star_residual_rate * area))
+    if config.batch_residuals:
+        stars.extend(zip(*art.star_field(config.shape, rng=rng, n=n, magnitude_range=config.star_magnitude_range,
+                                         magnitude_slope=config.star_magnitude_slope)))
+    else:
+        art.star_residuals(config.shape, rng=rng, n=n, fwhm=cond.fwhm, beta=cond.beta, zero_point=config.zero_point,
+                           gain=config.gain, magnitude_range=config.star_magnitude_range,
+                           fraction_range=config.residual_fraction_range, poisson=config.poisson, psf=psf, stars=stars)
+    rng = streams["saturated"]
+    art.saturated_stars(config.shape, rng=rng, n=int(rng.poisson(config.saturated_rate * area)), fwhm=cond.fwhm,
+                        beta=cond.beta, zero_point=config.zero_point, magnitude_range=config.saturated_magnitude_range,
+                        bleed_length_per_mag=config.bleed_length_per_mag * side, stars=stars)
+    return np.asarray(stars, dtype=np.float64).reshape(-1, 3)
 
 
 def asteroid_peak_snr(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> np.ndarray:

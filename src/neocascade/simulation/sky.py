@@ -69,6 +69,8 @@ class SkyRanges:
     magnitude_mean: float = 19.0  # real known asteroids: magpsf median 19.3, 15.8-20.5
     magnitude_sigma: float = 1.5  # truncated normal, as SimConfig
     magnitude_range: tuple[float, float] = (14.0, 22.0)  # down to below the single-image limit (~20.5-21)
+    # share of images drawn with the data preset's own knobs (its one sky) instead of the family: a mixture
+    base_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -83,8 +85,12 @@ class SkyRanges:
         _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly dict (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON-friendly dict (tuples as lists); ``base_fraction`` only when set, so families without a
+        mixture keep their cache keys."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if out["base_fraction"] == 0.0:
+            del out["base_fraction"]
+        return out
 
 
 def sky_ranges(value: SkyRanges | Mapping[str, Any] | None) -> SkyRanges | None:
@@ -127,6 +133,9 @@ def _validate(r: SkyRanges) -> None:
     if r.magnitude_sigma <= 0 or not r.magnitude_range[0] <= r.magnitude_mean <= r.magnitude_range[1]:
         raise ValueError(f"sim.sky.magnitude_mean: must lie in magnitude_range {r.magnitude_range} with sigma > 0, "
                          f"got {r.magnitude_mean}, {r.magnitude_sigma}")
+    if isinstance(r.base_fraction, bool) or not isinstance(r.base_fraction, (int, float)) \
+            or not 0.0 <= r.base_fraction < 1.0:
+        raise ValueError(f"sim.sky.base_fraction: must be a share in [0, 1), got {r.base_fraction!r}")
     if r.star_magnitude_slope < 0:
         raise ValueError(f"sim.sky.star_magnitude_slope: must be >= 0, got {r.star_magnitude_slope}")
 

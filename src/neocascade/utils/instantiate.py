@@ -78,3 +78,33 @@ def wandb_mode_from_env(node: DictConfig) -> DictConfig:
     if mode not in ("offline", "dryrun"):
         node.mode = mode
     return node
+
+
+def build_fixed(config: Any, *, key: str, cls: type, keys: tuple[str, ...]) -> Any:
+    """An instance of the one class ``cls`` a config group allows, from a user's config (never an artifact's).
+
+    ``config`` is None, an instance of ``cls`` (returned as is) or a mapping whose ``_target_`` is ``cls``'s dotted
+    name (or null with no other key: None) and whose other keys are among ``keys``. ``cls`` raises ValueError as
+    ``"<field>: <why>"``. Anything else is one InputError naming ``key`` or ``key.<field>``.
+    """
+    if config is None or isinstance(config, cls):
+        return config
+    try:
+        items = dict(config)
+    except (TypeError, ValueError):
+        raise input_error(key, "must be null or a mapping", found=repr(config)) from None
+    target = items.pop("_target_", None)
+    if target is None and not items:
+        return None
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if target not in (None, name):
+        raise input_error(f"{key}._target_", f"must be {name}", found=repr(target))
+    unknown = sorted(set(items) - set(keys))
+    if unknown:
+        raise input_error(key, "unknown key", expected=", ".join(keys), found=unknown)
+    try:
+        return cls(**items)
+    except ValueError as exc:
+        field, _, why = str(exc).partition(": ")
+        raise input_error(f"{key}.{field}", why) from None
+
