@@ -127,6 +127,20 @@ def test_snr50_matches_missed_asteroids_and_refuses_other_data(tmp_path):
     assert value == pytest.approx(6.0, rel=0.1)
     assert T.snr50(tmp_path / "snr.npz", {"missed_asteroids": {"count": len(rows) + 1, "rows": rows}}) == (None, None)
     assert T.snr50(tmp_path / "none.npz", {"missed_asteroids": {"count": 0, "rows": []}}) == (None, None)
+    # completeness above the cut: every asteroid at SNR >= 6 was found, except one on dead pixels, which is left out
+    assert T.completeness_above(tmp_path / "snr.npz", {"missed_asteroids": {"count": len(rows), "rows": rows}}) == 1.0
+    bright = table[snr >= 6.0][:2]
+    extra = [{"file": int(r[0]), "image": int(r[1]), "x": float(r[2]), "y": float(r[3]), "reason": reason}
+             for r, reason in zip(bright, ("dead", "stage1_rejected"))]
+    ev = {"missed_asteroids": {"count": len(rows) + 2, "rows": rows + extra}}
+    n_bright = int((snr >= 6.0).sum())
+    assert T.completeness_above(tmp_path / "snr.npz", ev) == pytest.approx((n_bright - 2) / (n_bright - 1))
+    assert T.completeness_above(tmp_path / "snr.npz", ev, cut=1e9) is None
+    # a table without the matched-filter column (written before it) gives no matched SNR50, the peak one still
+    assert T.snr50(tmp_path / "snr.npz", ev, column="mf_snr") == (None, None) and T.snr50(tmp_path / "snr.npz", ev)[0]
+    np.savez(tmp_path / "snr7.npz", table=np.column_stack([table, 2 * snr]), columns=np.array(T.SNR_COLUMNS))
+    value, _ = T.snr50(tmp_path / "snr7.npz", {"missed_asteroids": {"count": len(rows), "rows": rows}}, column="mf_snr")
+    assert value == pytest.approx(12.0, rel=0.1)
 
 
 def test_table_renders_every_family_and_sky(tmp_path):
@@ -134,9 +148,10 @@ def test_table_renders_every_family_and_sky(tmp_path):
     ev = {"end_to_end": {"artifact": {"completeness": 0.9, "completeness_visible": 0.95, "purity": 0.97,
                                       "false_per_quadrant": 0.1}},
           "m50": {"m50": 20.1}, "counts": {"test_candidates": 300, "test_images": 3}}
-    found = {"randomized/held_bright": {"eval": ev, "speed": {"quadrants_per_s": 2.5}, "snr50": 5.2}}
+    found = {"randomized/held_bright": {"eval": ev, "speed": {"quadrants_per_s": 2.5}, "snr50": 5.2, "mf_snr50": 7.4,
+                                        "above_cut": 0.99}}
     text = T.render_table(cfg, found)
-    assert "| randomized | held_bright | yes | 0.900 | 0.950 | 0.970 | 0.10 | 20.10 | 5.2 | 100 | 2.50 |" in text
+    assert "| randomized | held_bright | yes | 0.900 | 0.950 | 0.970 | 0.10 | 20.10 | 5.2 | 7.4 | 0.990 | 100 | 2.50 |" in text
     assert "| paper | paper | no | — |" in text and "REDUCED" in text
 
 
@@ -162,6 +177,8 @@ def test_snr_and_speed_subtasks_on_tiny_data(tmp_path):
     with np.load(out / T.SNR_FILE, allow_pickle=False) as z:
         table = z["table"]
     assert result["asteroids"] == len(table) == 2 * 6  # test files 7 and 8, one image each, 6 asteroids
-    assert set(table[:, 0]) == {7.0, 8.0} and np.all(table[:, 5] > 0)
+    assert table.shape[1] == len(T.SNR_COLUMNS) and set(table[:, 0]) == {7.0, 8.0} and np.all(table[:, 5] > 0)
+    # the matched filter sums the whole PSF: above the peak SNR on this nearly white noise, within a PSF's few pixels
+    assert np.all(table[:, 6] > table[:, 5]) and np.all(table[:, 6] < 10 * table[:, 5])
     with pytest.raises(InputError, match="needs out="):
         T.snr_task(["data=tiny"])

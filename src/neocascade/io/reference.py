@@ -9,12 +9,14 @@ only (astropy's table readers); nothing in it is executed.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from neocascade.errors import input_error
 
@@ -36,6 +38,11 @@ class StarCatalogue:
 
     def __len__(self) -> int:
         return int(self.ra.size)
+
+    @functools.cached_property
+    def tree(self) -> cKDTree:
+        """A KD-tree of the stars' unit vectors, built once: each image asks only for the stars in its cone."""
+        return cKDTree(_unit(self.ra, self.dec))
 
 
 def _format(path: Path) -> str:
@@ -132,9 +139,8 @@ def stars_on_image(catalogue: StarCatalogue, wcs: Any, shape: tuple[int, int], *
     vec = _unit(np.asarray(cra), np.asarray(cdec))
     centre = vec[4]
     # the cone through the corners, widened by the margin (1 deg covers any survey's pixel scale times the margin)
-    cos_radius = float(np.min(vec[:4] @ centre))
-    cos_cone = np.cos(min(np.arccos(np.clip(cos_radius, -1.0, 1.0)) + np.radians(1.0), np.pi))
-    near = np.flatnonzero(_unit(catalogue.ra, catalogue.dec) @ centre >= cos_cone)
+    angle = min(float(np.arccos(np.clip(np.min(vec[:4] @ centre), -1.0, 1.0))) + np.radians(1.0), np.pi)
+    near = np.sort(np.asarray(catalogue.tree.query_ball_point(centre, 2.0 * np.sin(0.5 * angle)), dtype=np.int64))
     if not near.size:
         return np.zeros((0, 3))
     x, y = celestial.world_to_pixel_values(catalogue.ra[near], catalogue.dec[near])

@@ -200,7 +200,8 @@ def detect(cfg: DictConfig) -> int:
     folder = RunFolder(out, fmt=fmt, config_hash=config_hash)
     with folder.locked():
         done = folder.prepare(overwrite=overwrite, settings=settings)
-        _remember(job, (cascade, spec, veto, trails, check, star_check, catalogue))  # the serial loop (and threaded workers) reuse these
+        # the serial loop (and threaded workers) reuse these
+        _remember(job, (cascade, spec, veto, trails, check, star_check, catalogue))
         resumed = len(done)
         entries = _run_files(files, job, cluster, folder, done, max_overlays=max_overlays,
                              progress=bool(cfg.get("progress", True)))
@@ -718,13 +719,21 @@ def _reference(cfg: DictConfig, star_check: Any, files: Sequence[Path]) -> tuple
             raise input_error("reference", "a star catalogue is only read with reference_check=stars", found=str(path))
         return None, None
     if path in (None, ""):
-        images = [p for p in files if input_kind(p) != "avro"]
+        images = [p for p in files if not _is_avro(p)]
         if images:
             raise input_error("reference", "reference_check=stars needs a star catalogue (ra, dec, mag) for image "
                               "inputs", found=f"none, for {images[0]}")
         return None, None
     catalogue = read_star_catalogue(str(path))
     return str(Path(str(path)).resolve()), catalogue
+
+
+def _is_avro(path: Path) -> bool:
+    """An alert file (which carries its own reference-catalogue fields); a file of no known kind is not."""
+    try:
+        return input_kind(path) == "avro"
+    except InputError:
+        return False
 
 
 def _image_reference(unit: ImageUnit, star_check: Any, catalogue: Any) -> Any:
