@@ -117,6 +117,7 @@ def test_read_star_catalogue_in_each_format(tmp_path):
     ({"ra": [1.0], "dec": [2.0], "mag": [np.nan]}, "column 'mag': must be finite"),
     ({"ra": [1.0], "dec": [95.0], "mag": [15.0]}, "column 'dec': must lie in"),
     ({"ra": ["a"], "dec": [2.0], "mag": [15.0]}, "column 'ra': must be numeric"),
+    ({"ra": [1.0], "dec": [2.0], "mag": [[15.0, 16.0]]}, "column 'mag': must hold one number per row"),
 ])
 def test_read_star_catalogue_refuses_bad_tables(tmp_path, content, match):
     path = tmp_path / "bad.fits"

@@ -90,10 +90,13 @@ def read_star_catalogue(path: str | os.PathLike) -> StarCatalogue:
             arr = np.asarray(np.ma.filled(data, np.nan) if np.ma.isMaskedArray(data) else data, dtype=np.float64)
         except (TypeError, ValueError):
             raise input_error(f"{path}: column '{column}'", "must be numeric", found=str(data.dtype)) from None
+        if arr.ndim != 1:
+            raise input_error(f"{path}: column '{column}'", "must hold one number per row", found=f"shape {arr.shape}")
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
-            raise input_error(f"{path}: column '{column}'", "must be finite", found=f"{bad.size} bad rows, first row {int(bad[0])}")
-        values[column] = arr.reshape(-1)
+            raise input_error(f"{path}: column '{column}'", "must be finite",
+                              found=f"{bad.size} bad rows, first row {int(bad[0])}")
+        values[column] = arr
     if np.any(np.abs(values["dec"]) > 90.0):
         raise input_error(f"{path}: column 'dec'", "must lie in [-90, 90] degrees",
                           found=float(values["dec"][np.argmax(np.abs(values["dec"]))]))

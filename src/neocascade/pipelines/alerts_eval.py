@@ -67,6 +67,7 @@ def evaluate_alerts(cfg: DictConfig) -> int:
         check_writable(out / name, overwrite=overwrite)
     cascade, _ = load_artifact(cfg, build_selector=False)  # stamps are scored at the alert, no selector
     check = build_residual_check(cfg.get("residual_check"))
+    star_check = build_star_check(cfg.get("reference_check"))
     alerts, n_duplicates, failed = read_alert_folder(folder, note=report_error)
     if not alerts:
         raise input_error(folder, "no readable alert in the folder")
@@ -82,7 +83,6 @@ def evaluate_alerts(cfg: DictConfig) -> int:
     stamp_detected = np.asarray(scores["detected"], dtype=bool)
     variants = {"stamp": stamp_detected, "stamp_history": stamp_detected & ~history["stationary"]}
     headline = "stamp_history" if bool(data.get("history", True)) else "stamp"
-    star_check = build_star_check(cfg.get("reference_check"))
     if star_check is not None:  # the packet's nearest reference-catalogue source: distnr (px), magnr
         on_star = ~star_check.keep_nearest(table["distnr"], table["magnr"])
         variants = {**variants, **{f"{name}_reference": d & ~on_star for name, d in variants.items()}}

@@ -90,7 +90,11 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     check_output_dir(cfg.paths.cache, key="paths.cache")
     check_report_dir(out_dir, overwrite=bool(cfg.overwrite))  # fail before the long part
 
+    check = build_residual_check(cfg.get("residual_check"))  # bad settings refused before the long part
+    star_check = build_star_check(cfg.get("reference_check"))
     dm, data_cfg = _datamodule(cfg, cascade)
+    if star_check is not None:
+        _star_source(dm, key="reference_check")
     val = _score(dm, "val", cascade, batch_size=int(cfg.eval.batch_size))
     test = _score(dm, "test", cascade, batch_size=int(cfg.eval.batch_size))
 
@@ -100,8 +104,6 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     results = _candidate_results(val, test, t1=t1, points=points, op_name=op_name, target=target)
     veto = run_veto(cfg.get("veto"), cascade)
     pixels = _pixel_reader(dm, test)
-    check = build_residual_check(cfg.get("residual_check"))
-    star_check = build_star_check(cfg.get("reference_check"))
     stars = _star_reader(dm, test, key="reference_check") if star_check is not None else None
     e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto, pixels=pixels, check=check,
                           star_check=star_check, stars=stars)
@@ -325,13 +327,20 @@ def _pixel_reader(dm: Any, test: Scored) -> Any:
     return read
 
 
-def _star_reader(dm: Any, test: Scored, *, key: str) -> Any:
-    """``image key -> (N, 3)`` reference catalogue of a test image (x, y, magnitude), from a data source that has
-    one (simulated data); any other source is refused, naming ``key``."""
+def _star_source(dm: Any, *, key: str) -> Any:
+    """The data source, if it has a reference catalogue beside each image (simulated data); else an InputError
+    naming ``key``."""
     source = dm.source
     if not hasattr(source, "reference_stars"):
         raise input_error(key, "needs a reference catalogue beside each image; this data source has none",
                           found=type(source).__name__)
+    return source
+
+
+def _star_reader(dm: Any, test: Scored, *, key: str) -> Any:
+    """``image key -> (N, 3)`` reference catalogue of a test image (x, y, magnitude), from a data source that has
+    one (:func:`_star_source`)."""
+    source = _star_source(dm, key=key)
     cs = test.cs
     stride = max((int(cs.info[f]["n_images"]) for f in cs.files), default=1) + 1
 
