@@ -24,6 +24,18 @@ def noise_image(rng: np.random.Generator) -> np.ndarray:
     return rng.normal(0.0, 6.0, size=(128, 128)).astype(np.float32)
 
 
+@pytest.fixture
+def fake_cascade(monkeypatch):
+    """Replace artifact loading, in this process, by the exact-answer ThresholdCascade (accepts filtered centre
+    > 20 DN) of test_detection.py."""
+    import neocascade.training.artifact as artifact
+    from test_detection import ThresholdCascade
+
+    cascade = ThresholdCascade()
+    monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: cascade)
+    return cascade
+
+
 @pytest.fixture(autouse=True)
 def _quiet_wandb(tmp_path, monkeypatch):
     """Keep wandb off the network and out of the repository in every test."""

@@ -23,20 +23,10 @@ from neocascade.errors import InputError
 from neocascade.pipelines.cluster import LocalDask, Serial, SlurmDask, usable_cores
 from neocascade.pipelines.detect import STATE_DIR, detect, run
 from test_detect_pipeline import REPO, config, positions, rows_of, tiny_artifact, write_npz
-from test_detection import ThresholdCascade, blob_image
+from test_detection import blob_image
 
 N_FILES = 40  # the issue's "40-quadrant run", as 64x64 images
 THREADS = ("cluster=local", "cluster.processes=false", "cluster.n_workers=2", "cluster.torch_threads=null")
-
-
-@pytest.fixture
-def fake_cascade(monkeypatch):
-    """The exact-answer ThresholdCascade (filtered centre > 20 DN) in place of artifact loading, in this process."""
-    import neocascade.training.artifact as artifact
-
-    cascade = ThresholdCascade()
-    monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: cascade)
-    return cascade
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from neocascade.detection.catalogue import CATALOGUE_COLUMNS, read_catalogue
 from neocascade.pipelines.detect import detect, run
-from test_detection import SELECTOR, ThresholdCascade, blob_image, tan_wcs
+from test_detection import SELECTOR, blob_image, tan_wcs
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"sigma": 1.0, "selector": SELECTOR, "cutout_size": 21, "channels": ["filtered"], "normalize": "none"}
@@ -45,16 +45,6 @@ def config(tmp_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("detect", overrides=[f"paths.outputs={tmp_path / 'outputs'}", "progress=false", "cluster=none",
                                             "residual_check=none", *overrides])
-
-
-@pytest.fixture
-def fake_cascade(monkeypatch):
-    """Replace artifact loading by the exact-answer ThresholdCascade (accepts filtered centre > 20 DN)."""
-    import neocascade.training.artifact as artifact
-
-    cascade = ThresholdCascade()
-    monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: cascade)
-    return cascade
 
 
 def write_npz(path: Path, images: np.ndarray) -> Path:

@@ -17,7 +17,9 @@ from neocascade.errors import InputError
 from neocascade.io.reference import read_star_catalogue, stars_on_image
 from neocascade.simulation.config import SimConfig
 from neocascade.simulation.quadrant import reference_stars, simulate_image
+from test_detect_pipeline import config as detect_pipeline_config
 from test_detection import blob_image, tan_wcs
+from test_evaluate_pipeline import config as evaluate_pipeline_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,19 +152,7 @@ def test_stars_on_image_through_the_wcs(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- pipelines
 def detect_config(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("detect", overrides=[f"paths.outputs={tmp_path / 'outputs'}", "progress=false", "cluster=none",
-                                            "residual_check=none", "artifact=x.pt", *overrides])
-
-
-@pytest.fixture
-def fake_cascade(monkeypatch):
-    import neocascade.training.artifact as artifact
-    from test_detection import ThresholdCascade
-
-    cascade = ThresholdCascade()
-    monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: cascade)
-    return cascade
+    return detect_pipeline_config(tmp_path, "artifact=x.pt", *overrides)
 
 
 def test_detect_drops_an_image_detection_on_a_catalogued_star(tmp_path, fake_cascade):
@@ -253,11 +243,8 @@ def test_alert_evaluation_reference_variant(tmp_path, monkeypatch):
 
 
 def evaluate_config(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("evaluate", overrides=[
-            f"paths.outputs={tmp_path / 'outputs'}", "wandb.mode=disabled", "eval.footprint.n_images=0", "figures=[]",
-            "artifact=fake/run1/cascade.pt", "data=tiny", "eval.operating_point=artifact", "residual_check=none",
-            *overrides])
+    return evaluate_pipeline_config(tmp_path, "figures=[]", "artifact=fake/run1/cascade.pt", "data=tiny",
+                                    "eval.operating_point=artifact", "residual_check=none", *overrides)
 
 
 def test_evaluate_reference_check_uses_each_images_own_stars(tmp_path, monkeypatch):

@@ -306,18 +306,21 @@ def _flat(out: dict, prefix: str, rep: Mapping[str, Any], *, suffix: str = "") -
 def _image_keys(test: Scored) -> tuple[np.ndarray, np.ndarray, int]:
     """One int key per (file, image) for candidates and truth rows, and the number of test images."""
     cs = test.cs
-    per_file = {int(f): int(cs.info[f]["n_images"]) for f in cs.files}
-    stride = max(per_file.values(), default=1) + 1
+    stride = _stride(cs)
     det_key = cs.file.astype(np.int64) * stride + cs.image.astype(np.int64)
     truth_key = cs.truth_file.astype(np.int64) * stride + cs.truth[:, 0].astype(np.int64)
-    return det_key, truth_key, sum(per_file.values())
+    return det_key, truth_key, sum(int(cs.info[f]["n_images"]) for f in cs.files)
+
+
+def _stride(cs: Any) -> int:
+    """Image keys are ``file * stride + image``: one more than the most images in a file."""
+    return max((int(cs.info[f]["n_images"]) for f in cs.files), default=1) + 1
 
 
 def _pixel_reader(dm: Any, test: Scored) -> Any:
     """``key -> pixels`` of a test image (keys of :func:`_image_keys`), read again from the data source for the
     veto's pixel decision; the last few are kept, since every operating point asks for the same ones."""
-    cs = test.cs
-    stride = max((int(cs.info[f]["n_images"]) for f in cs.files), default=1) + 1
+    stride = _stride(test.cs)
 
     @functools.lru_cache(maxsize=4)
     def read(key: int) -> np.ndarray | None:
@@ -341,8 +344,7 @@ def _star_reader(dm: Any, test: Scored, *, key: str) -> Any:
     """``image key -> (N, 3)`` reference catalogue of a test image (x, y, magnitude), from a data source that has
     one (:func:`_star_source`)."""
     source = _star_source(dm, key=key)
-    cs = test.cs
-    stride = max((int(cs.info[f]["n_images"]) for f in cs.files), default=1) + 1
+    stride = _stride(test.cs)
 
     @functools.lru_cache(maxsize=None)
     def read(image_key: int) -> np.ndarray:

@@ -136,8 +136,8 @@ def plan(cfg: DictConfig, *, python: str | None = None) -> list[R.Step]:
                 ev = [py, "evaluate.py", f"artifact={artifact}", *data, *sized, f"out_dir={sub}",
                       f"hydra.run.dir={folder / f'{name}_run'}", "eval.operating_point=artifact",
                       f"eval.target_precision={target}", *map(str, cfg.eval_overrides), *extra_eval]
-                step.commands.append(R.Command(name.replace("eval_", "evaluate_", 1), ev, sub / "metrics.json",
-                                               folder / f"{name.replace('eval_', 'evaluate_', 1)}.log"))
+                label = name.replace("eval_", "evaluate_", 1)
+                step.commands.append(R.Command(label, ev, sub / "metrics.json", folder / f"{label}.log"))
         for sky, data in skies(cfg).items():
             sub = folder / f"speed_{sky}"
             speed = [py, "-m", "neocascade.pipelines.transfer", "speed", f"artifact={artifact}", f"out={sub}",

@@ -246,6 +246,32 @@ def add_detector_artifacts(
     image[:, w - right:] = 0.0
 
 
+def _residual_stamps(config: SimConfig, streams: dict[str, np.random.Generator], cond: Conditions, psf: PSFShape | None, *,
+                     stars: list | None = None) -> list[art.Stamp]:
+    """The image's star-subtraction residuals from its ``residuals`` stream (one star at a time, or batched);
+    ``stars`` (one star at a time only) receives each star's ``(x, y, magnitude)``."""
+    rng = streams["residuals"]
+    n = int(rng.poisson(config.star_residual_rate * _scales(config)[0]))
+    common = dict(rng=rng, n=n, fwhm=cond.fwhm, beta=cond.beta, zero_point=config.zero_point, gain=config.gain,
+                  magnitude_range=config.star_magnitude_range, fraction_range=config.residual_fraction_range,
+                  poisson=config.poisson, psf=psf)
+    if config.batch_residuals:
+        return art.star_residual_batch(config.shape, **common, shift_range=config.dipole_shift_range,
+                                       magnitude_slope=config.star_magnitude_slope)
+    return art.star_residuals(config.shape, **common, stars=stars)
+
+
+def _saturated(config: SimConfig, streams: dict[str, np.random.Generator], cond: Conditions, *,
+               stars: list | None = None) -> tuple[list[art.Stamp], list[art.Stamp]]:
+    """Halos and NaN masks of the image's saturated stars from its ``saturated`` stream; ``stars`` as above."""
+    rng = streams["saturated"]
+    area, side = _scales(config)
+    return art.saturated_stars(config.shape, rng=rng, n=int(rng.poisson(config.saturated_rate * area)),
+                               fwhm=cond.fwhm, beta=cond.beta, zero_point=config.zero_point,
+                               magnitude_range=config.saturated_magnitude_range,
+                               bleed_length_per_mag=config.bleed_length_per_mag * side, stars=stars)
+
+
 def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one ZTF-like r-band difference-image quadrant with injected asteroids.
 
@@ -281,19 +307,8 @@ def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index
 
     image = render_background(config, streams, cond)
 
-    rng = streams["residuals"]
-    residuals = art.star_residual_batch if config.batch_residuals else art.star_residuals
-    batch = dict(shift_range=config.dipole_shift_range, magnitude_slope=config.star_magnitude_slope)
-    _paint(image, residuals(
-        shape, rng=rng, n=count(config.star_residual_rate, rng), fwhm=cond.fwhm, beta=cond.beta,
-        zero_point=config.zero_point, gain=config.gain, magnitude_range=config.star_magnitude_range,
-        fraction_range=config.residual_fraction_range, poisson=config.poisson, psf=psf,
-        **(batch if config.batch_residuals else {})))
-    rng = streams["saturated"]
-    halos, sat_masks = art.saturated_stars(
-        shape, rng=rng, n=count(config.saturated_rate, rng), fwhm=cond.fwhm, beta=cond.beta,
-        zero_point=config.zero_point, magnitude_range=config.saturated_magnitude_range,
-        bleed_length_per_mag=config.bleed_length_per_mag * side)
+    _paint(image, _residual_stamps(config, streams, cond, psf))
+    halos, sat_masks = _saturated(config, streams, cond)
     _paint(image, halos)
     rng = streams["transients"]
     _paint(image, art.transients(
@@ -336,21 +351,15 @@ def reference_stars(config: SimConfig, *, seed: int, file_index: int, image_inde
         Columns ``x, y, magnitude`` (px, 0-based, x = column; magnitude in the config's photometric system).
     """
     streams, config, cond, psf = _image_setup(config, seed, file_index, image_index)
-    area, side = _scales(config)
     stars: list = []
-    rng = streams["residuals"]
-    n = int(rng.poisson(config.star_residual_rate * area))
-    if config.batch_residuals:
+    if config.batch_residuals:  # the batch draws its stars first: no stamp needs rendering
+        rng = streams["residuals"]
+        n = int(rng.poisson(config.star_residual_rate * _scales(config)[0]))
         stars.extend(zip(*art.star_field(config.shape, rng=rng, n=n, magnitude_range=config.star_magnitude_range,
                                          magnitude_slope=config.star_magnitude_slope)))
     else:
-        art.star_residuals(config.shape, rng=rng, n=n, fwhm=cond.fwhm, beta=cond.beta, zero_point=config.zero_point,
-                           gain=config.gain, magnitude_range=config.star_magnitude_range,
-                           fraction_range=config.residual_fraction_range, poisson=config.poisson, psf=psf, stars=stars)
-    rng = streams["saturated"]
-    art.saturated_stars(config.shape, rng=rng, n=int(rng.poisson(config.saturated_rate * area)), fwhm=cond.fwhm,
-                        beta=cond.beta, zero_point=config.zero_point, magnitude_range=config.saturated_magnitude_range,
-                        bleed_length_per_mag=config.bleed_length_per_mag * side, stars=stars)
+        _residual_stamps(config, streams, cond, psf, stars=stars)
+    _saturated(config, streams, cond, stars=stars)
     return np.asarray(stars, dtype=np.float64).reshape(-1, 3)
 
 
