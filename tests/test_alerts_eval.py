@@ -108,7 +108,7 @@ def test_alert_evaluation_pipeline(tmp_path, alert_folder, monkeypatch, capsys):
     assert (metrics["known_asteroid_recall"]["k"], metrics["known_asteroid_recall"]["n"]) == (2, 3)
     assert metrics["negative_rejection"]["rate"] == 1.0
     assert metrics["negative_as_stored_acceptance"]["rate"] == 1.0  # the sign is what rejects it
-    assert metrics["headline"] == "stamp_history" and metrics["history"]["n_stationary"] == 1
+    assert metrics["headline"] == "stamp_history_reference" and metrics["history"]["n_stationary"] == 1  # the default
     assert metrics["other_positive_rate"]["rate"] == 0.5  # the variable star is stationary
     assert metrics["variants"]["stamp"]["other_positive_rate"]["rate"] == 1.0
     assert metrics["scalars"]["ztf_alerts_stamp/other_positive_rate"] == 1.0
@@ -131,7 +131,8 @@ def test_alert_evaluation_stamp_only(tmp_path, alert_folder, monkeypatch):
     monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: ThresholdCascade())
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("detect", overrides=[f"paths.outputs={tmp_path / 'outputs'}", "data=ztf_alerts",
-                                           f"data.path={alert_folder}", "data.history=false", "name=plain"])
+                                           f"data.path={alert_folder}", "data.history=false", "name=plain",
+                                           "reference_check=none"])
     assert evaluate_alerts(cfg) == 1
     metrics = json.loads((tmp_path / "outputs" / "eval" / "ztf_alerts" / "plain" / "metrics.json").read_text())
     assert metrics["headline"] == "stamp" and metrics["other_positive_rate"]["rate"] == 1.0

@@ -203,3 +203,26 @@ def test_export_halves_cnn_weights_keeps_decisions_and_records_provenance(tmp_pa
     assert not (tmp_path / "big.pt").exists() and not list(tmp_path.glob(".big.pt*"))
     with pytest.raises(InputError, match="already exists"):
         export_cascade(src, dst)
+
+
+def test_ship_records_each_evaluation_folder_with_its_checks(tmp_path):
+    from neocascade.pipelines.ship import evaluations
+
+    def report(folder: str, purity: float, reference: str | None) -> None:
+        path = tmp_path / folder / "metrics.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({
+            "config": {"eval": {"operating_point": "artifact"},
+                       "residual_check": {"_target_": "neocascade.detection.residuals.RingCheck"},
+                       "reference_check": {"_target_": reference}},
+            "data": {"name": "paper"}, "end_to_end": {"artifact": {"completeness": 0.9, "purity": purity}},
+            "counts": {"test_asteroids": 10}}))
+
+    report("eval_paper", 0.97, None)
+    report("eval_paper_stars", 0.99, "neocascade.detection.reference.StarCheck")
+    report("eval_paper_stars_run", 0.5, None)  # Hydra's copy in the run folder
+    found = evaluations(tmp_path)
+    assert sorted(found) == ["eval_paper", "eval_paper_stars"]
+    assert (found["eval_paper"]["purity"], found["eval_paper"]["reference_check"]) == (0.97, None)
+    assert (found["eval_paper_stars"]["purity"], found["eval_paper_stars"]["reference_check"]) == (0.99, "StarCheck")
+    assert found["eval_paper"]["residual_check"] == "RingCheck" and found["eval_paper"]["data"] == "paper"

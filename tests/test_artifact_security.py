@@ -399,7 +399,7 @@ def test_the_shipped_cascade_names_no_machine_path():
     payload = torch.load(PACKAGED, map_location="cpu", weights_only=True)
     plain = {k: v for k, v in payload.items() if k not in ("stage1", "stage2")}
     assert _machine_paths(_strings(info, [])) == [] and _machine_paths(_strings(plain, [])) == []
-    assert info["source"] == "outputs/ablation/veto/cascade.pt"  # relative to the repository, with its hash
+    assert info["source"] == "outputs/transfer_m3/randomized/cascade.pt"  # relative to the repository, with its hash
     assert len(info["source_sha256"]) == 64
     assert info["sha256"] == hashlib.sha256(PACKAGED.read_bytes()).hexdigest()
     assert {k: v for k, v in info.items() if k != "sha256"} == payload["provenance"]

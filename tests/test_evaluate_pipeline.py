@@ -145,7 +145,7 @@ def test_report_with_exact_cascade(tmp_path, centre_cascade):
 def test_veto_override_drops_accepted_detections(tmp_path, centre_cascade):
     """veto=streaks on the command line: with a line as wide as the image, every image's detections go."""
     base = ["artifact=fake/run1/cascade.pt", "data=tiny", "figures=[]", "eval.operating_point=artifact",
-            "residual_check=none"]  # the veto alone
+            "residual_check=none", "reference_check=none"]  # the veto alone
     plain = evaluate(config(tmp_path, *base, "name=plain"), run_dir=tmp_path / "run1")
     wide = ["veto=streaks", "veto.min_points=3", "veto.tolerance=400", "veto.min_span=0"]
     vetoed = evaluate(config(tmp_path, *base, "name=vetoed", *wide), run_dir=tmp_path / "run2")

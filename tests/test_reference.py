@@ -174,16 +174,19 @@ def test_detect_drops_an_image_detection_on_a_catalogued_star(tmp_path, fake_cas
     assert len(read_catalogue(tmp_path / "plain" / "catalogue.csv")) == 2
 
 
-def test_detect_refuses_a_catalogue_without_the_check_and_images_without_a_catalogue(tmp_path, fake_cascade):
+def test_detect_refuses_a_catalogue_without_the_check_and_checks_images_only_with_one(tmp_path, fake_cascade, caplog):
     from neocascade.pipelines.detect import detect
 
     path = tmp_path / "img.fits"
     fits.HDUList([fits.PrimaryHDU(blob_image(sources=((16, 32),)), header=tan_wcs().to_header())]).writeto(path)
     stars = write_catalogues(tmp_path)["fits"]
     with pytest.raises(InputError, match="only read with reference_check=stars"):
-        detect(detect_config(tmp_path, f"input={path}", f"out={tmp_path / 'a'}", f"reference={stars}"))
-    with pytest.raises(InputError, match="needs a star catalogue"):
-        detect(detect_config(tmp_path, f"input={path}", f"out={tmp_path / 'b'}", "reference_check=stars"))
+        detect(detect_config(tmp_path, f"input={path}", f"out={tmp_path / 'a'}", f"reference={stars}",
+                             "reference_check=none"))
+    assert detect(detect_config(tmp_path, f"input={path}", f"out={tmp_path / 'b'}")) == 0  # the default: stars
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["reference_check"].startswith("StarCheck") and summary["images_reference_checked"] is False
+    assert summary["reference"] is None and "not checked against one" in caplog.text
 
 
 def test_detect_image_without_wcs_fails_that_image_only(tmp_path, fake_cascade):
@@ -249,31 +252,47 @@ def evaluate_config(tmp_path: Path, *overrides: str):
 
 def test_evaluate_reference_check_uses_each_images_own_stars(tmp_path, monkeypatch):
     """An absurdly wide check (every star, 400 px) drops detections near any star: vetoed and counted as misses;
-    the default one, on the same crowded images, drops almost none."""
+    the default one (evaluate.py's default), on the same crowded images, drops almost no asteroid."""
     import neocascade.training.artifact as artifact
     from neocascade.pipelines.evaluate import evaluate
     from test_evaluate_pipeline import CentreCascade
 
     monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: CentreCascade())
     crowded = "+data.source.sim.star_residual_rate=3000"
-    plain = evaluate(evaluate_config(tmp_path, crowded, "name=plain"), run_dir=tmp_path / "r1")["metrics"]
+    plain = evaluate(evaluate_config(tmp_path, crowded, "name=plain", "reference_check=none"),
+                     run_dir=tmp_path / "r1")["metrics"]
     wide = evaluate(evaluate_config(tmp_path, crowded, "name=wide", "reference_check=stars",
                                     "reference_check.radius=400", "reference_check.max_mag=99"),
                     run_dir=tmp_path / "r2")["metrics"]
-    default = evaluate(evaluate_config(tmp_path, crowded, "name=default", "reference_check=stars"),
-                       run_dir=tmp_path / "r3")["metrics"]
+    default = evaluate(evaluate_config(tmp_path, crowded, "name=default"), run_dir=tmp_path / "r3")["metrics"]
     assert plain["test/e2e_vetoed"] == 0
     assert wide["test/e2e_found"] == 0 < plain["test/e2e_found"] and wide["test/e2e_detections"] == 0
     assert wide["test/e2e_vetoed"] > 0
-    assert default["test/e2e_found"] >= plain["test/e2e_found"] - 1
+    assert default["test/e2e_found"] >= plain["test/e2e_found"] - 1 and default["test/e2e_vetoed"] > 0
+    assert default["test/e2e_detections"] < plain["test/e2e_detections"]  # residuals of bright stars dropped
     md = (tmp_path / "outputs" / "eval" / "wide" / "report.md").read_text()
     assert "StarCheck(radius=400.0, max_mag=99.0)" in md
 
 
-def test_evaluate_star_reader_refuses_a_source_without_a_catalogue():
-    from types import SimpleNamespace
-
-    from neocascade.pipelines.evaluate import _star_reader
+def test_star_reader_refuses_a_source_without_a_catalogue():
+    from neocascade.pipelines.checks import star_reader
 
     with pytest.raises(InputError, match="reference_check: needs a reference catalogue"):
-        _star_reader(SimpleNamespace(source=object()), None, key="reference_check")
+        star_reader(object(), None, key="reference_check")
+
+
+def test_evaluate_without_a_catalogue_runs_without_the_check(tmp_path, monkeypatch, caplog):
+    """A data source with no reference catalogue (image files) is evaluated without the default check, and the
+    log and the report say so."""
+    import neocascade.training.artifact as artifact
+    from neocascade.data.sources import SimulatedSource
+    from neocascade.pipelines.evaluate import evaluate
+    from test_evaluate_pipeline import CentreCascade
+
+    monkeypatch.setattr(artifact, "load_cascade", lambda path, **kwargs: CentreCascade())
+    monkeypatch.delattr(SimulatedSource, "reference_stars")
+    crowded = "+data.source.sim.star_residual_rate=3000"
+    result = evaluate(evaluate_config(tmp_path, crowded, "name=nocat"), run_dir=tmp_path / "r1")
+    assert result["metrics"]["test/e2e_vetoed"] == 0 and "no reference catalogue" in caplog.text
+    md = (tmp_path / "outputs" / "eval" / "nocat" / "report.md").read_text()
+    assert "StarCheck" not in md

@@ -30,6 +30,8 @@ def test_plan_trains_each_family_and_measures_every_sky_at_the_stored_threshold(
     train = randomized.commands[0].argv
     assert train[:4] == ["py", "train.py", "experiment=neocascade", "data=paper"] and "sky=randomized" in train
     assert "sky=randomized" not in steps["paper"].commands[0].argv
+    assert train[-1] == "stage.members=3" and "stage.members=3" not in steps["paper"].commands[0].argv
+    assert not any("stage.members" in a for c in randomized.commands[1:] for a in c.argv)  # train only
     assert "data.source.images_per_file=2" in train and "data.source.shape=[128,128]" in train
     assert "stage.min_precision=0.98" in train
     labels = [c.label for c in randomized.commands]
@@ -42,7 +44,7 @@ def test_plan_trains_each_family_and_measures_every_sky_at_the_stored_threshold(
     # the second evaluation of each sky adds the reference-catalogue check, into its own folder
     ref = next(c for c in randomized.commands if c.label == "evaluate_shifted_stars").argv
     assert ref[-1] == "reference_check=stars" and any(a.endswith("eval_shifted_stars") for a in ref)
-    assert not any(a.startswith("reference_check") for a in held)
+    assert held[-1] == "reference_check=none"  # the first evaluation: without it, whatever evaluate.py's default
     assert [c.label for c in T.plan(_cfg(tmp_path, "reference_check=none"))[-1].commands].count("evaluate_paper") == 1
     assert not any("_stars" in c.label for c in T.plan(_cfg(tmp_path, "reference_check=none"))[-1].commands)
     own = next(c for c in randomized.commands if c.label == "evaluate_randomized").argv
@@ -56,6 +58,8 @@ def test_bad_options_are_one_line(tmp_path):
         _cfg(tmp_path, "skip=[nothing]")
     with pytest.raises(InputError, match="target_precision"):
         _cfg(tmp_path, "target_precision=0")
+    with pytest.raises(InputError, match="family_train_overrides.nosuch: names no training family"):
+        _cfg(tmp_path, "family_train_overrides={nosuch:[stage.members=2]}")
     with pytest.raises(InputError, match="reference_check: names no conf/reference_check option"):
         _cfg(tmp_path, "reference_check=ring")
     with pytest.raises(InputError, match="no such key"):
@@ -169,6 +173,8 @@ def test_results_get_one_table_per_evaluation_variant(tmp_path):
     stars = text[text.index("<!-- transfer-stars:start -->"):text.index("<!-- transfer-stars:end -->")]
     assert "| randomized | held_bright | yes | 0.900 | 0.950 | 0.910 |" in plain
     assert "| randomized | held_bright | yes | 0.900 | 0.950 | 0.990 |" in stars and "reference_check=stars" in stars
+    assert "without the reference check (`reference_check=none`)" in plain and "without the reference" not in stars
+    assert f"Held-out skies ({', '.join(cfg.held_out)})" in plain
 
 
 def test_snr_and_speed_subtasks_on_tiny_data(tmp_path):

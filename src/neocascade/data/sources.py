@@ -149,6 +149,15 @@ class SimulatedSource(ImageSource):
         image = self._check_image(file, image)
         return reference_stars(self.config, seed=self.seed, file_index=file, image_index=image)
 
+    def transients(self, file: int, image: int) -> np.ndarray:
+        """(N, 4) ``x, y, magnitude, sign`` of the image's real transients
+        (:func:`neocascade.simulation.quadrant.transient_sources`)."""
+        from neocascade.simulation.quadrant import transient_sources
+
+        file = self._check_file(file)
+        image = self._check_image(file, image)
+        return transient_sources(self.config, seed=self.seed, file_index=file, image_index=image)
+
     def fingerprint(self) -> dict[str, Any]:
         """Seed, shape, asteroid count, overrides, every simulator knob and the simulator version."""
         return {

@@ -223,6 +223,7 @@ def detect(cfg: DictConfig) -> int:
             "residual_check": repr(check) if check is not None else None,
             "reference_check": repr(star_check) if star_check is not None else None,
             "reference": None if catalogue is None else {"file": str(catalogue.path), "stars": len(catalogue)},
+            "images_reference_checked": star_check is not None and catalogue is not None,
             "resumed_files": resumed, **counts, "failed": failed, "config": OmegaConf.to_container(cfg, resolve=True),
         }
         save_json(folder.summary, summary, overwrite=True)
@@ -712,7 +713,8 @@ def _options(cfg: DictConfig) -> tuple[int, float, int]:
 
 def _reference(cfg: DictConfig, star_check: Any, files: Sequence[Path]) -> tuple[str | None, Any]:
     """The reference catalogue's path (resolved) and contents for image inputs under ``reference_check``; alerts
-    carry their own (``distnr``, ``magnr``). Refuses a catalogue without the check, and image inputs without one."""
+    carry their own (``distnr``, ``magnr``). Refuses a catalogue without the check; image inputs without one are
+    detected without it, and the log says so."""
     path = cfg.get("reference")
     if star_check is None:
         if path not in (None, ""):
@@ -721,8 +723,8 @@ def _reference(cfg: DictConfig, star_check: Any, files: Sequence[Path]) -> tuple
     if path in (None, ""):
         images = [p for p in files if not _is_avro(p)]
         if images:
-            raise input_error("reference", "reference_check=stars needs a star catalogue (ra, dec, mag) for image "
-                              "inputs", found=f"none, for {images[0]}")
+            log.warning("reference_check: no star catalogue given (reference=ra/dec/mag table), so the %d image "
+                        "file(s) are not checked against one; alerts use their own distnr / magnr", len(images))
         return None, None
     catalogue = read_star_catalogue(str(path))
     return str(Path(str(path)).resolve()), catalogue

@@ -30,6 +30,7 @@ from neocascade.evaluation import figures as F
 from neocascade.evaluation.completeness import binned_completeness, fit_logistic, magnitude_bins
 from neocascade.evaluation.metrics import MISS_REASONS, classification_report, end_to_end, pr_curve, scalar_metrics
 from neocascade.evaluation.report import check_report_dir, render_markdown, to_json, write_report
+from neocascade.pipelines.checks import image_keys, image_stride, kept_by_checks, star_reader
 from neocascade.pipelines.common import JobInfo, job_info, report_input_errors
 from neocascade.utils.atomic import check_output_dir, save_text
 from neocascade.utils.options import validate_evaluate_options
@@ -93,8 +94,10 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     check = build_residual_check(cfg.get("residual_check"))  # bad settings refused before the long part
     star_check = build_star_check(cfg.get("reference_check"))
     dm, data_cfg = _datamodule(cfg, cascade)
-    if star_check is not None:
-        _star_source(dm, key="reference_check")
+    if star_check is not None and not hasattr(dm.source, "reference_stars"):
+        log.warning("reference_check: the data source (%s) has no reference catalogue beside its images; evaluated "
+                    "without the check", type(dm.source).__name__)
+        star_check = None
     val = _score(dm, "val", cascade, batch_size=int(cfg.eval.batch_size))
     test = _score(dm, "test", cascade, batch_size=int(cfg.eval.batch_size))
 
@@ -104,7 +107,7 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     results = _candidate_results(val, test, t1=t1, points=points, op_name=op_name, target=target)
     veto = run_veto(cfg.get("veto"), cascade)
     pixels = _pixel_reader(dm, test)
-    stars = _star_reader(dm, test, key="reference_check") if star_check is not None else None
+    stars = star_reader(dm.source, test.cs, key="reference_check") if star_check is not None else None
     e2e = {k: _end_to_end(test, t1=t1, t2=t2, cfg=cfg, veto=veto, pixels=pixels, check=check,
                           star_check=star_check, stars=stars)
            for k, t2 in points.items()}
@@ -306,50 +309,21 @@ def _flat(out: dict, prefix: str, rep: Mapping[str, Any], *, suffix: str = "") -
 def _image_keys(test: Scored) -> tuple[np.ndarray, np.ndarray, int]:
     """One int key per (file, image) for candidates and truth rows, and the number of test images."""
     cs = test.cs
-    stride = _stride(cs)
-    det_key = cs.file.astype(np.int64) * stride + cs.image.astype(np.int64)
+    stride = image_stride(cs)
+    det_key = image_keys(cs)
     truth_key = cs.truth_file.astype(np.int64) * stride + cs.truth[:, 0].astype(np.int64)
     return det_key, truth_key, sum(int(cs.info[f]["n_images"]) for f in cs.files)
-
-
-def _stride(cs: Any) -> int:
-    """Image keys are ``file * stride + image``: one more than the most images in a file."""
-    return max((int(cs.info[f]["n_images"]) for f in cs.files), default=1) + 1
 
 
 def _pixel_reader(dm: Any, test: Scored) -> Any:
     """``key -> pixels`` of a test image (keys of :func:`_image_keys`), read again from the data source for the
     veto's pixel decision; the last few are kept, since every operating point asks for the same ones."""
-    stride = _stride(test.cs)
+    stride = image_stride(test.cs)
 
     @functools.lru_cache(maxsize=4)
     def read(key: int) -> np.ndarray | None:
         file, image = divmod(int(key), stride)
         return np.asarray(dm.source.read(file, image)[0], dtype=np.float32)
-
-    return read
-
-
-def _star_source(dm: Any, *, key: str) -> Any:
-    """The data source, if it has a reference catalogue beside each image (simulated data); else an InputError
-    naming ``key``."""
-    source = dm.source
-    if not hasattr(source, "reference_stars"):
-        raise input_error(key, "needs a reference catalogue beside each image; this data source has none",
-                          found=type(source).__name__)
-    return source
-
-
-def _star_reader(dm: Any, test: Scored, *, key: str) -> Any:
-    """``image key -> (N, 3)`` reference catalogue of a test image (x, y, magnitude), from a data source that has
-    one (:func:`_star_source`)."""
-    source = _star_source(dm, key=key)
-    stride = _stride(test.cs)
-
-    @functools.lru_cache(maxsize=None)
-    def read(image_key: int) -> np.ndarray:
-        file, image = divmod(int(image_key), stride)
-        return source.reference_stars(file, image)
 
     return read
 
@@ -365,13 +339,8 @@ def _end_to_end(test: Scored, *, t1: float, t2: float, cfg: DictConfig, veto: An
     classified = pass1 & _at(test.p2, t2)
     det_key, truth_key, n_images = _image_keys(test)
     accepted = classified.copy()
-    if check is not None and classified.any():
-        index = np.flatnonzero(classified)
-        accepted[index] = np.asarray(check(np.asarray(cs.cutouts.take(index)[:, 1], dtype=np.float32)), dtype=bool)
-    if star_check is not None:
-        for key in np.unique(det_key[accepted]):
-            index = np.flatnonzero(accepted & (det_key == key))
-            accepted[index] = star_check(cs.x[index], cs.y[index], stars(int(key)))
+    index = np.flatnonzero(classified)
+    accepted[index] = kept_by_checks(cs, index, check=check, star_check=star_check, stars=stars)
     accepted[accepted] = apply_veto(veto, cs.x[accepted], cs.y[accepted], det_key[accepted], pixels)
     n_truth = len(cs.truth)
     stage1_pass = np.zeros(n_truth, dtype=bool)

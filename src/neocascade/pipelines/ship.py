@@ -32,15 +32,21 @@ E2E = ("completeness", "completeness_visible", "purity", "false_per_quadrant")
 
 
 def evaluations(run_dir: Path) -> dict[str, Any]:
-    """End-to-end figures of every ``eval*/metrics.json`` in a run folder, by evaluated data preset."""
+    """End-to-end figures of every ``eval*/metrics.json`` report folder of a run folder (Hydra's ``*_run`` copies
+    left out), by folder name, with the data preset and the after-classifier checks each was measured with."""
     found = {}
     for path in sorted(run_dir.glob("eval*/metrics.json")):
+        if path.parent.name.endswith("_run"):
+            continue
         ev = json.loads(path.read_text())
-        point = ((ev.get("config") or {}).get("eval") or {}).get("operating_point", "artifact")
+        config = ev.get("config") or {}
+        point = (config.get("eval") or {}).get("operating_point", "artifact")
         e2e = (ev.get("end_to_end") or {}).get(point) or {}
-        preset = (ev.get("data") or {}).get("name") or path.parent.name
-        found[str(preset)] = {"report": str(path), "operating_point": point, **{k: e2e.get(k) for k in E2E},
-                              "m50": (ev.get("m50") or {}).get("m50"), "test_asteroids": (ev.get("counts") or {}).get("test_asteroids")}
+        checks = {key: (config.get(key) or {}).get("_target_") for key in ("residual_check", "reference_check")}
+        found[path.parent.name] = {
+            "report": str(path), "data": (ev.get("data") or {}).get("name"), "operating_point": point,
+            **{k: (v.rsplit(".", 1)[-1] if v else None) for k, v in checks.items()}, **{k: e2e.get(k) for k in E2E},
+            "m50": (ev.get("m50") or {}).get("m50"), "test_asteroids": (ev.get("counts") or {}).get("test_asteroids")}
     return found
 
 

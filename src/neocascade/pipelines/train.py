@@ -9,10 +9,10 @@ its run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from neocascade.detection.reference import build_star_check
+from neocascade.detection.residuals import build_residual_check
 from neocascade.errors import input_error
 from neocascade.models.ensemble import EnsembleNet
+from neocascade.pipelines.checks import kept_by_checks, on_transients, star_reader
 from neocascade.pipelines.common import JobInfo, is_rank_zero, job_info, report_input_errors, save_config
 from neocascade.training.artifact import (FP32_FAST, InferenceOptions, StageModel, check_resume, load_cascade, save_cascade,
                                           stage_record)
@@ -45,7 +48,24 @@ FAST_DECISIONS = InferenceOptions()  # bf16 on CPUs that have it, fp32 recheck n
 STAGE2_PREFIX = "stage2"  # logger prefix of stage 2's curves in a boost run (stage2-val/recall)
 
 
-@dataclass
+TRANSIENT_MODES = ("negative", "aside")
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """What a precision-based operating point counts on the validation file: the candidates the deployed residual
+    ``check`` and reference ``star_check`` keep, less those on simulated transients when ``transients_aside``."""
+
+    check: Any = None
+    star_check: Any = None
+    transients_aside: bool = False
+
+    @property
+    def everything(self) -> bool:
+        return self.check is None and self.star_check is None and not self.transients_aside
+
+
+@dataclasses.dataclass
 class Context:
     """What every step of a run needs."""
 
@@ -54,6 +74,7 @@ class Context:
     dm: Any
     logger: Any
     postprocess: dict  # what the artifact stores after the classifier (built and checked once, at start)
+    judged: "Judged"  # what the precision-based operating point counts (built and checked once, at start)
 
     @property
     def run_dir(self) -> Path:
@@ -99,8 +120,13 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     _check_stage(cfg.stage)
     _check_members(cfg)
     postprocess = _postprocess(cfg)  # a veto that cannot be built fails now, not after training
+    judged = _judged(cfg)  # so do the checks the operating point is picked after
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = instantiate(cfg.data)
+    if judged.star_check is not None and not hasattr(dm.source, "reference_stars"):
+        log.warning("reference_check: the data source (%s) has no reference catalogue beside its images; the operating "
+                    "point is picked without the check", type(dm.source).__name__)
+        judged = dataclasses.replace(judged, star_check=None)
     dm.prepare_data()
     dm.setup("fit")
     logger = _build_logger(cfg, job)
@@ -108,7 +134,8 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     try:
         if logger is not None:
             logger.log_hyperparams(flat_config(cfg))
-        report = _run_stages(Context(cfg=cfg, job=job, dm=dm, logger=logger, postprocess=postprocess))
+        report = _run_stages(Context(cfg=cfg, job=job, dm=dm, logger=logger, postprocess=postprocess,
+                                             judged=judged))
         status = "success"
     finally:
         finish_loggers([logger] if logger is not None else [], status=status)
@@ -133,6 +160,42 @@ def _check_stage(stage: DictConfig) -> None:
     if stage.get("cascade") and stage.get("second_precision") is not None:
         if not 0.0 < float(stage.second_precision) <= 1.0:
             raise input_error("stage.second_precision", "must lie in (0, 1]", found=stage.second_precision)
+
+
+def _judged(cfg: DictConfig) -> Judged:
+    """The checks of ``residual_check`` / ``reference_check`` and ``operating_point.transients``, built and checked."""
+    mode = OmegaConf.select(cfg, "operating_point.transients", default="negative")
+    if mode not in TRANSIENT_MODES:
+        raise input_error("operating_point.transients", f"must be one of {', '.join(TRANSIENT_MODES)}", found=repr(mode))
+    return Judged(check=build_residual_check(cfg.get("residual_check")),
+                  star_check=build_star_check(cfg.get("reference_check")), transients_aside=mode == "aside")
+
+
+def _counted(ctx: Context) -> tuple[np.ndarray | None, dict]:
+    """Validation candidates a precision-based threshold counts (:class:`Judged`; None: every one), and a record of
+    what was left out (``checked``, ``dropped``, ``aside``).
+
+    A candidate a check drops is no detection at any threshold; one on a simulated transient (a real, stationary point
+    source that one exposure cannot tell from a slow asteroid; linking can) is neither true nor false.
+    """
+    judged, dm = ctx.judged, ctx.dm
+    record = {"residual_check": repr(judged.check) if judged.check is not None else None,
+              "reference_check": repr(judged.star_check) if judged.star_check is not None else None,
+              "transients": "aside" if judged.transients_aside else "negative"}
+    if judged.everything:
+        return None, record
+    cs = dm.candidates("val")
+    index = np.arange(len(cs))
+    stars = None if judged.star_check is None else star_reader(dm.source, cs, key="reference_check")
+    counted = kept_by_checks(cs, index, check=judged.check, star_check=judged.star_check, stars=stars)
+    aside = on_transients(cs, dm.source, radius=float(dm.label_radius)) if judged.transients_aside else None
+    record.update(candidates=int(len(cs)), dropped=int((~counted).sum()), aside=0 if aside is None else int((aside & counted).sum()))
+    if aside is not None:
+        counted &= ~aside
+    log.info("operating point: %d of %d validation candidates dropped by the checks, %d on transients set aside",
+             record["dropped"], record["candidates"], record["aside"])
+    _log_metrics(ctx, {"operating_point/dropped": record["dropped"], "operating_point/aside": record["aside"]})
+    return counted, record
 
 
 def _postprocess(cfg: DictConfig) -> dict:
@@ -179,18 +242,21 @@ def _run_stages(ctx: Context) -> dict:
         resume = cfg.ckpt_path if resume_stage in (None, "stage1") else None
         stage1, notes["stage1_checkpoint"] = _fit_stage(ctx, cfg.model, tag="stage1", resume=resume)
     p1_val, label_val = _scores(dm, "val", [stage1])
-    stage1.threshold = _pick_threshold1(stage_cfg, p1_val[0], label_val)
+    counted, notes["operating_point"] = _counted(ctx) if _by_precision(stage_cfg) else (None, None)  # stage 2 too
+    stage1.threshold = _pick_threshold1(stage_cfg, p1_val[0] if cascade else _judge(p1_val[0], counted), label_val)
     log.info("stage 1 (%s): threshold %.6g", stage1.arch, stage1.threshold)
     _log_metrics(ctx, {"stage1/threshold": stage1.threshold})
 
     counts: dict[str, Any] = {name: split_counts(dm.get_labels(name)) for name in ("train", "val", "test")}
     stage2 = None
     if cascade:
-        stage2 = _boost(ctx, stage1, p1_val[0], label_val, counts, resume=cfg.ckpt_path if resume_stage == "stage2" else None)
+        stage2 = _boost(ctx, stage1, p1_val[0], label_val, counts, counted=counted,
+                        resume=cfg.ckpt_path if resume_stage == "stage2" else None)
     return _evaluate_and_save(ctx, stage1, stage2, counts, notes)
 
 
-def _boost(ctx: Context, stage1: StageModel, p1_val: np.ndarray, label_val: np.ndarray, counts: dict, *, resume: Any) -> StageModel:
+def _boost(ctx: Context, stage1: StageModel, p1_val: np.ndarray, label_val: np.ndarray, counts: dict, *,
+           counted: np.ndarray | None, resume: Any) -> StageModel:
     """Train stage 2 on stage 1's positives (true and false) of the training and validation files."""
     cfg, dm = ctx.cfg, ctx.dm
     stage1_path = ctx.run_dir / STAGE1_FILE
@@ -230,12 +296,26 @@ def _boost(ctx: Context, stage1: StageModel, p1_val: np.ndarray, label_val: np.n
     target = cfg.stage.get("second_precision")
     if target is not None:
         (p2_val,), _ = _scores(dm, "val", [stage2], indices=np.flatnonzero(keep_val))
+        p2_val = _judge(p2_val, counted)
         stage2.threshold = threshold_for_precision(p2_val[keep_val], label_val[keep_val], target_precision=float(target))
     else:
         stage2.threshold = float(cfg.stage.second_threshold)
     log.info("stage 2 (%s): threshold %.6g", stage2.arch, stage2.threshold)
     _log_metrics(ctx, {"stage2/threshold": stage2.threshold})
     return stage2
+
+
+def _by_precision(stage_cfg: DictConfig) -> bool:
+    """Whether a threshold is picked for a validation precision (stage 1's ``min_precision`` or stage 2's
+    ``second_precision``): the picks :func:`_counted` applies to."""
+    if stage_cfg.get("cascade"):
+        return stage_cfg.get("second_precision") is not None
+    return stage_cfg.get("threshold") is None and stage_cfg.get("min_precision") is not None
+
+
+def _judge(probs: np.ndarray, counted: np.ndarray | None) -> np.ndarray:
+    """``probs`` with the candidates a threshold does not count set to NaN (never accepted)."""
+    return probs if counted is None else np.where(counted, probs, np.nan)
 
 
 def _pick_threshold1(stage_cfg: DictConfig, p1_val: np.ndarray, label_val: np.ndarray) -> float:

@@ -380,6 +380,22 @@ def satellites(
     )
 
 
+def draw_transients(
+    shape: tuple[int, int], *, rng: np.random.Generator, n: int, magnitude_range: tuple[float, float],
+    negative_fraction: float,
+) -> np.ndarray:
+    """Where and how bright the ``n`` transients of :func:`transients` are: (n, 4) ``x, y, magnitude, sign``.
+
+    ``sign`` is +1 (brightened) or -1 (faded, a negative source in the difference image). These are the
+    first draws :func:`transients` makes from ``rng``, in the same order.
+    """
+    h, w = shape
+    x, y = rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)
+    mag = rng.uniform(*magnitude_range, n)
+    sign = np.where(rng.random(n) < negative_fraction, -1.0, 1.0)
+    return np.column_stack([x, y, mag, sign]).reshape(-1, 4)
+
+
 def transients(
     shape: tuple[int, int],
     *,
@@ -397,10 +413,9 @@ def transients(
     """Real transients and variable stars: PSF-shaped point sources, positive or negative (``psf``: see render_points)."""
     if n == 0:
         return []
-    h, w = shape
-    x, y = rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)
-    flux = flux_of(rng.uniform(*magnitude_range, n), zero_point)
-    sign = np.where(rng.random(n) < negative_fraction, -1.0, 1.0)
+    x, y, mag, sign = draw_transients(shape, rng=rng, n=n, magnitude_range=magnitude_range,
+                                      negative_fraction=negative_fraction).T
+    flux = flux_of(mag, zero_point)
     stamps, row0, col0 = render_points(x, y, fwhm=fwhm, beta=beta, radius=stamp_radius(fwhm), psf=psf)
     data = stamps * flux[:, None, None]
     if poisson:

@@ -363,6 +363,23 @@ def reference_stars(config: SimConfig, *, seed: int, file_index: int, image_inde
     return np.asarray(stars, dtype=np.float64).reshape(-1, 3)
 
 
+def transient_sources(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> np.ndarray:
+    """The real transients :func:`simulate_image` paints into this image (stationary point sources).
+
+    Only the image's ``transients`` stream is drawn again, so the table matches the image exactly.
+
+    Returns
+    -------
+    (N, 4) float64
+        Columns ``x, y, magnitude, sign`` (px, 0-based, x = column; sign +1 brightened, -1 faded).
+    """
+    streams, config, _, _ = _image_setup(config, seed, file_index, image_index)
+    rng = streams["transients"]
+    n = int(rng.poisson(config.transient_rate * _scales(config)[0]))
+    return art.draw_transients(config.shape, rng=rng, n=n, magnitude_range=config.transient_magnitude_range,
+                               negative_fraction=config.transient_negative_fraction)
+
+
 def asteroid_peak_snr(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> np.ndarray:
     """Peak SNR of each asteroid :func:`simulate_image` injects into this image, in truth order.
 
