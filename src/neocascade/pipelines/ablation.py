@@ -145,7 +145,7 @@ def render_table(cfg: DictConfig, found: Mapping[str, Any]) -> str:
     if cfg.get("recommended"):
         lines += ["", f"`experiment=neocascade` is step `{cfg.recommended}`: most validation positives found at the "
                   "operating point (chosen on the validation file, never on test; a tie goes to the later step). "
-                  "Its cascade is shipped in the package."]
+                  "Its cascade was shipped in the package until the randomized-family model of the transfer section replaced it."]
     return "\n".join(lines) + "\n"
 
 

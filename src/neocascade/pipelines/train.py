@@ -74,7 +74,7 @@ class Context:
     dm: Any
     logger: Any
     postprocess: dict  # what the artifact stores after the classifier (built and checked once, at start)
-    judged: "Judged"  # what the precision-based operating point counts (built and checked once, at start)
+    judged: Judged  # what the precision-based operating point counts (built and checked once, at start)
 
     @property
     def run_dir(self) -> Path:
@@ -134,8 +134,8 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     try:
         if logger is not None:
             logger.log_hyperparams(flat_config(cfg))
-        report = _run_stages(Context(cfg=cfg, job=job, dm=dm, logger=logger, postprocess=postprocess,
-                                             judged=judged))
+        ctx = Context(cfg=cfg, job=job, dm=dm, logger=logger, postprocess=postprocess, judged=judged)
+        report = _run_stages(ctx)
         status = "success"
     finally:
         finish_loggers([logger] if logger is not None else [], status=status)
@@ -166,14 +166,16 @@ def _judged(cfg: DictConfig) -> Judged:
     """The checks of ``residual_check`` / ``reference_check`` and ``operating_point.transients``, built and checked."""
     mode = OmegaConf.select(cfg, "operating_point.transients", default="negative")
     if mode not in TRANSIENT_MODES:
-        raise input_error("operating_point.transients", f"must be one of {', '.join(TRANSIENT_MODES)}", found=repr(mode))
+        raise input_error("operating_point.transients", f"must be one of {', '.join(TRANSIENT_MODES)}",
+                          found=repr(mode))
     return Judged(check=build_residual_check(cfg.get("residual_check")),
                   star_check=build_star_check(cfg.get("reference_check")), transients_aside=mode == "aside")
 
 
 def _counted(ctx: Context) -> tuple[np.ndarray | None, dict]:
-    """Validation candidates a precision-based threshold counts (:class:`Judged`; None: every one), and a record of
-    what was left out (``checked``, ``dropped``, ``aside``).
+    """Validation candidates a precision-based threshold counts (:class:`Judged`; None: every one), and the record
+    ``metrics.json`` keeps: the checks, the transients' mode and, when any applies, how many of the ``candidates``
+    were ``dropped`` by the checks and set ``aside``.
 
     A candidate a check drops is no detection at any threshold; one on a simulated transient (a real, stationary point
     source that one exposure cannot tell from a slow asteroid; linking can) is neither true nor false.
@@ -189,7 +191,8 @@ def _counted(ctx: Context) -> tuple[np.ndarray | None, dict]:
     stars = None if judged.star_check is None else star_reader(dm.source, cs, key="reference_check")
     counted = kept_by_checks(cs, index, check=judged.check, star_check=judged.star_check, stars=stars)
     aside = on_transients(cs, dm.source, radius=float(dm.label_radius)) if judged.transients_aside else None
-    record.update(candidates=int(len(cs)), dropped=int((~counted).sum()), aside=0 if aside is None else int((aside & counted).sum()))
+    record.update(candidates=int(len(cs)), dropped=int((~counted).sum()),
+                  aside=0 if aside is None else int((aside & counted).sum()))
     if aside is not None:
         counted &= ~aside
     log.info("operating point: %d of %d validation candidates dropped by the checks, %d on transients set aside",
