@@ -10,7 +10,7 @@ of the nearest reference-catalogue source) are used. The defaults are fixed from
 rounding); residuals hold at most ~10 % of a star's flux, so only stars 2.5 mag above the single-exposure
 limit (~20.5) can leave one that is detected: 18.0. An asteroid is lost only where it passes within 1.5 px
 of such a star (the area is ~7 px² per star: 0.1 % of a quadrant per 1,400 stars brighter than 18).
-Opt-in (``reference_check=stars``): it needs a catalogue beside each image.
+``reference_check=stars`` is the default of ``detect.py`` and ``evaluate.py``; it needs a catalogue beside each image.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ the operating point on the validation file for the detector as deployed). The ch
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Callable
 
 import numpy as np
@@ -15,7 +16,10 @@ import numpy as np
 from neocascade.candidates.labels import match_centres
 from neocascade.errors import input_error
 
-__all__ = ["image_stride", "image_keys", "star_source", "star_reader", "kept_by_checks", "on_transients"]
+__all__ = ["image_stride", "image_keys", "star_source", "star_check_for", "star_reader", "kept_by_checks",
+           "on_transients"]
+
+log = logging.getLogger(__name__)
 
 
 def image_stride(cs: Any) -> int:
@@ -35,6 +39,16 @@ def star_source(source: Any, *, key: str) -> Any:
         raise input_error(key, "needs a reference catalogue beside each image; this data source has none",
                           found=type(source).__name__)
     return source
+
+
+def star_check_for(source: Any, star_check: Any, *, without: str) -> Any:
+    """``star_check``, or None (one warning line ending in ``without``) when ``source`` has no reference catalogue
+    beside its images (image files)."""
+    if star_check is None or hasattr(source, "reference_stars"):
+        return star_check
+    log.warning("reference_check: the data source (%s) has no reference catalogue beside its images; %s",
+                type(source).__name__, without)
+    return None
 
 
 def star_reader(source: Any, cs: Any, *, key: str) -> Callable[[int], np.ndarray]:

@@ -484,8 +484,8 @@ def _remember(job: DetectJob, loaded: tuple) -> None:
 
 
 def _worker_cascade(job: DetectJob) -> tuple:
-    """The cascade, input spec, veto, trail detector and residual check of ``job``, built once per process (keyed by
-    the artifact's hash and the settings)."""
+    """The cascade, input spec, veto, trail detector, residual check, reference check and star catalogue of ``job``,
+    built once per process (keyed by the artifact's hash and the settings)."""
     with _LOADED_LOCK:
         if job.cache_key not in _LOADED:
             if job.torch_threads is not None:

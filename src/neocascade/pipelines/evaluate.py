@@ -30,7 +30,7 @@ from neocascade.evaluation import figures as F
 from neocascade.evaluation.completeness import binned_completeness, fit_logistic, magnitude_bins
 from neocascade.evaluation.metrics import MISS_REASONS, classification_report, end_to_end, pr_curve, scalar_metrics
 from neocascade.evaluation.report import check_report_dir, render_markdown, to_json, write_report
-from neocascade.pipelines.checks import image_keys, image_stride, kept_by_checks, star_reader
+from neocascade.pipelines.checks import image_keys, image_stride, kept_by_checks, star_check_for, star_reader
 from neocascade.pipelines.common import JobInfo, job_info, report_input_errors
 from neocascade.utils.atomic import check_output_dir, save_text
 from neocascade.utils.options import validate_evaluate_options
@@ -94,10 +94,7 @@ def evaluate(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     check = build_residual_check(cfg.get("residual_check"))  # bad settings refused before the long part
     star_check = build_star_check(cfg.get("reference_check"))
     dm, data_cfg = _datamodule(cfg, cascade)
-    if star_check is not None and not hasattr(dm.source, "reference_stars"):
-        log.warning("reference_check: the data source (%s) has no reference catalogue beside its images; evaluated "
-                    "without the check", type(dm.source).__name__)
-        star_check = None
+    star_check = star_check_for(dm.source, star_check, without="evaluated without the check")
     val = _score(dm, "val", cascade, batch_size=int(cfg.eval.batch_size))
     test = _score(dm, "test", cascade, batch_size=int(cfg.eval.batch_size))
 

@@ -27,7 +27,7 @@ from neocascade.detection.reference import build_star_check
 from neocascade.detection.residuals import build_residual_check
 from neocascade.errors import input_error
 from neocascade.models.ensemble import EnsembleNet
-from neocascade.pipelines.checks import kept_by_checks, on_transients, star_reader
+from neocascade.pipelines.checks import kept_by_checks, on_transients, star_check_for, star_reader
 from neocascade.pipelines.common import JobInfo, is_rank_zero, job_info, report_input_errors, save_config
 from neocascade.training.artifact import (FP32_FAST, InferenceOptions, StageModel, check_resume, load_cascade, save_cascade,
                                           stage_record)
@@ -123,10 +123,8 @@ def train(cfg: DictConfig, *, run_dir: str | Path | None = None) -> dict:
     judged = _judged(cfg)  # so do the checks the operating point is picked after
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = instantiate(cfg.data)
-    if judged.star_check is not None and not hasattr(dm.source, "reference_stars"):
-        log.warning("reference_check: the data source (%s) has no reference catalogue beside its images; the operating "
-                    "point is picked without the check", type(dm.source).__name__)
-        judged = dataclasses.replace(judged, star_check=None)
+    judged = dataclasses.replace(judged, star_check=star_check_for(dm.source, judged.star_check,
+                                                                   without="the operating point is picked without it"))
     dm.prepare_data()
     dm.setup("fit")
     logger = _build_logger(cfg, job)

@@ -59,6 +59,11 @@ def _scales(config: SimConfig) -> tuple[float, float]:
     return area, float(np.sqrt(area))
 
 
+def _count(config: SimConfig, rate: float, rng: np.random.Generator) -> int:
+    """How many of a component (``rate`` per full quadrant) this image holds: a Poisson draw from its stream."""
+    return int(rng.poisson(rate * _scales(config)[0]))
+
+
 def _conditions(config: SimConfig, streams: dict[str, np.random.Generator]) -> Conditions:
     """Per-image noise, PSF and dead border, from their own streams."""
     rng = streams["conditions"]
@@ -148,7 +153,7 @@ def draw_magnitudes(config: SimConfig, rng: np.random.Generator, n: int) -> np.n
 def _draw_fast_movers(config: SimConfig, rng: np.random.Generator) -> np.ndarray:
     """The image's fast movers (rows of :func:`~neocascade.simulation.fast_movers.draw_fast_movers`), drawn first
     from the ``fast_movers`` stream: :func:`simulate_image` paints them, :func:`trail_models` models them."""
-    return fm.draw_fast_movers(config.shape, rng=rng, n=int(rng.poisson(config.fast_mover_rate * _scales(config)[0])),
+    return fm.draw_fast_movers(config.shape, rng=rng, n=_count(config, config.fast_mover_rate, rng),
                                length_range=config.fast_mover_length_range,
                                magnitude_range=config.fast_mover_magnitude_range)
 
@@ -210,19 +215,15 @@ def add_detector_artifacts(
     """Finish a rendered image in place: cosmic rays, hot pixels, bad columns, satellites, then NaN masks
     (``masks`` first, e.g. saturated cores, then bad columns and masked regions) and the dead border."""
     shape = config.shape
-    area, side = _scales(config)
-
-    def count(rate: float, rng: np.random.Generator) -> int:
-        return int(rng.poisson(rate * area))
-
+    side = _scales(config)[1]
     rng = streams["cosmic_rays"]
-    _add_pixels(image, art.cosmic_rays(shape, rng=rng, n=count(config.cosmic_ray_rate, rng),
+    _add_pixels(image, art.cosmic_rays(shape, rng=rng, n=_count(config, config.cosmic_ray_rate, rng),
                                        dn_range=config.cosmic_ray_dn_range))
     rng = streams["hot_pixels"]
-    _add_pixels(image, art.hot_pixels(shape, rng=rng, n=count(config.hot_pixel_rate, rng),
+    _add_pixels(image, art.hot_pixels(shape, rng=rng, n=_count(config, config.hot_pixel_rate, rng),
                                       dn_range=config.hot_pixel_dn_range))
     rng = streams["bad_columns"]
-    offsets, column_masks = art.bad_columns(shape, rng=rng, n=count(config.bad_column_rate, rng),
+    offsets, column_masks = art.bad_columns(shape, rng=rng, n=_count(config, config.bad_column_rate, rng),
                                             dn_range=config.bad_column_dn_range)
     _add_pixels(image, offsets)
     streak = art.satellites(shape, rng=streams["satellites"], probability=config.satellite_probability,
@@ -235,7 +236,7 @@ def add_detector_artifacts(
 
     rng = streams["masked"]
     lo, hi = config.masked_region_size_range
-    regions = art.masked_regions(shape, rng=rng, n=count(config.masked_region_rate, rng),
+    regions = art.masked_regions(shape, rng=rng, n=_count(config, config.masked_region_rate, rng),
                                  size_range=(lo * side, hi * side))
     _mask(image, [*masks, *column_masks, *regions])
     top, bottom, left, right = cond.dead_border
@@ -251,7 +252,7 @@ def _residual_stamps(config: SimConfig, streams: dict[str, np.random.Generator],
     """The image's star-subtraction residuals from its ``residuals`` stream (one star at a time, or batched);
     ``stars`` (one star at a time only) receives each star's ``(x, y, magnitude)``."""
     rng = streams["residuals"]
-    n = int(rng.poisson(config.star_residual_rate * _scales(config)[0]))
+    n = _count(config, config.star_residual_rate, rng)
     common = dict(rng=rng, n=n, fwhm=cond.fwhm, beta=cond.beta, zero_point=config.zero_point, gain=config.gain,
                   magnitude_range=config.star_magnitude_range, fraction_range=config.residual_fraction_range,
                   poisson=config.poisson, psf=psf)
@@ -265,11 +266,10 @@ def _saturated(config: SimConfig, streams: dict[str, np.random.Generator], cond:
                stars: list | None = None) -> tuple[list[art.Stamp], list[art.Stamp]]:
     """Halos and NaN masks of the image's saturated stars from its ``saturated`` stream; ``stars`` as above."""
     rng = streams["saturated"]
-    area, side = _scales(config)
-    return art.saturated_stars(config.shape, rng=rng, n=int(rng.poisson(config.saturated_rate * area)),
+    return art.saturated_stars(config.shape, rng=rng, n=_count(config, config.saturated_rate, rng),
                                fwhm=cond.fwhm, beta=cond.beta, zero_point=config.zero_point,
                                magnitude_range=config.saturated_magnitude_range,
-                               bleed_length_per_mag=config.bleed_length_per_mag * side, stars=stars)
+                               bleed_length_per_mag=config.bleed_length_per_mag * _scales(config)[1], stars=stars)
 
 
 def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -300,11 +300,6 @@ def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index
     """
     streams, config, cond, psf = _image_setup(config, seed, file_index, image_index)
     shape = config.shape
-    area, side = _scales(config)
-
-    def count(rate: float, rng: np.random.Generator) -> int:
-        return int(rng.poisson(rate * area))
-
     image = render_background(config, streams, cond)
 
     _paint(image, _residual_stamps(config, streams, cond, psf))
@@ -312,7 +307,7 @@ def simulate_image(config: SimConfig, *, seed: int, file_index: int, image_index
     _paint(image, halos)
     rng = streams["transients"]
     _paint(image, art.transients(
-        shape, rng=rng, n=count(config.transient_rate, rng), fwhm=cond.fwhm, beta=cond.beta,
+        shape, rng=rng, n=_count(config, config.transient_rate, rng), fwhm=cond.fwhm, beta=cond.beta,
         zero_point=config.zero_point, gain=config.gain, magnitude_range=config.transient_magnitude_range,
         negative_fraction=config.transient_negative_fraction, poisson=config.poisson, psf=psf))
 
@@ -354,7 +349,7 @@ def reference_stars(config: SimConfig, *, seed: int, file_index: int, image_inde
     stars: list = []
     if config.batch_residuals:  # the batch draws its stars first: no stamp needs rendering
         rng = streams["residuals"]
-        n = int(rng.poisson(config.star_residual_rate * _scales(config)[0]))
+        n = _count(config, config.star_residual_rate, rng)
         stars.extend(zip(*art.star_field(config.shape, rng=rng, n=n, magnitude_range=config.star_magnitude_range,
                                          magnitude_slope=config.star_magnitude_slope)))
     else:
@@ -375,7 +370,7 @@ def transient_sources(config: SimConfig, *, seed: int, file_index: int, image_in
     """
     streams, config, _, _ = _image_setup(config, seed, file_index, image_index)
     rng = streams["transients"]
-    n = int(rng.poisson(config.transient_rate * _scales(config)[0]))
+    n = _count(config, config.transient_rate, rng)
     return art.draw_transients(config.shape, rng=rng, n=n, magnitude_range=config.transient_magnitude_range,
                                negative_fraction=config.transient_negative_fraction)
 
