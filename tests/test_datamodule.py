@@ -306,6 +306,10 @@ def test_fading_touches_training_batches_only(cache_dir):
     xv, _, iv = next(iter(dm.val_dataloader()))
     np.testing.assert_array_equal(xv.numpy(), dm.candidates("val").cutouts.take(iv.numpy())[:, :1].astype(np.float32))
     assert tiny_module(cache_dir, fade={"probability": 0.0}).fade is None
+    matched = tiny_module(cache_dir, fade={"probability": 1.0, "match_correlation": True})
+    assert matched.fade == {"probability": 1.0, "match_correlation": True}
+    xm, _, _ = next(iter(matched.train_dataloader()))
+    assert np.isfinite(xm.numpy()).all()
 
 
 def test_dataset_pickles_for_worker_processes(cache_dir):
@@ -387,6 +391,8 @@ def test_lightning_sets_the_sampler_epoch(cache_dir):
         ({"fade": {"probability": 2.0}}, "data.fade: need 0 <= probability <= 1"),
         ({"fade": {"strength": 0.5}}, "data.fade: unknown key"),
         ({"fade": 0.5}, "data.fade: must be null or a mapping"),
+        ({"fade": {"match_correlation": "yes"}}, "data.fade.match_correlation: must be true or false"),
+        ({"fade": {"probability": "half"}}, "data.fade: probability, min_scale and min_snr must be numbers"),
         ({"hard_negatives": {"fraction": 0.5}}, "data.hard_negatives: needs exactly the keys fraction, min_snr"),
         ({"hard_negatives": {"fraction": 2.0, "min_snr": 5.0}}, "data.hard_negatives.fraction: must be a number"),
         ({"hard_negatives": {"fraction": 0.5, "min_snr": 0}}, "data.hard_negatives.min_snr: must be a number"),

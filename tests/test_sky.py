@@ -282,3 +282,46 @@ def test_held_out_presets_are_disjoint_and_outside_the_family(name):
     assert outside[name]
     image, _ = simulate_image(config, seed=cfg.data.source.seed, file_index=0, image_index=0)
     assert image.shape == (64, 64)
+
+
+def test_residual_pixel_noise_is_a_share_of_each_pixels_star_flux():
+    kw = dict(n=400, fwhm=2.0, beta=3.0, zero_point=26.3, gain=6.2, magnitude_range=(14.0, 16.0),
+              fraction_range=(1e-6, 1e-6), shift_range=(0.1, 0.2), poisson=False)
+    plain = star_residual_batch((300, 300), rng=np.random.default_rng(4), **kw)
+    same = star_residual_batch((300, 300), rng=np.random.default_rng(4), **kw, pixel_noise=0.0)
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(plain, same))  # 0 draws nothing
+    noisy = star_residual_batch((300, 300), rng=np.random.default_rng(4), **kw, pixel_noise=0.1)
+    rng = np.random.default_rng(4)  # the same stars, to rebuild each pixel's star flux
+    from neocascade.simulation.artifacts import flux_of, star_field
+
+    x, y, mag = star_field((300, 300), rng=rng, n=400, magnitude_range=(14.0, 16.0))
+    ratios = []
+    for s, xi, yi, f in zip(noisy, x, y, flux_of(mag, 26.3)):
+        h, w = s.data.shape
+        star = psf_profile(s.col0 + np.arange(w)[None, :] - xi, s.row0 + np.arange(h)[:, None] - yi, fwhm=2.0,
+                           beta=3.0, shape=PSFShape())
+        star = f * star / star.sum()
+        bright = star > 200.0
+        ratios.append(s.data[bright] / star[bright])
+    ratios = np.concatenate(ratios)
+    assert ratios.std() == pytest.approx(0.1, rel=0.05) and abs(ratios.mean()) < 0.01
+
+
+def test_residual_pixel_noise_range_is_drawn_last_and_checked():
+    base = [draw_sky(SkyRanges(), np.random.default_rng(s)) for s in range(50)]
+    ranges = SkyRanges(residual_pixel_noise_range=(0.02, 0.15))
+    drawn = [draw_sky(ranges, np.random.default_rng(s)) for s in range(50)]
+    assert all("residual_pixel_noise" not in b for b in base)
+    assert all({k: v for k, v in d.items() if k != "residual_pixel_noise"} == b for d, b in zip(drawn, base))
+    values = np.array([d["residual_pixel_noise"] for d in drawn])
+    assert 0.02 <= values.min() and values.max() <= 0.15
+    assert "residual_pixel_noise_range" not in SkyRanges().to_dict()
+    assert ranges.to_dict()["residual_pixel_noise_range"] == [0.02, 0.15]
+    SimConfig(shape=SMALL, **drawn[0])
+    with pytest.raises(ValueError, match="sim.sky.residual_pixel_noise_range"):
+        SkyRanges(residual_pixel_noise_range=(0.0, 1.5))
+    with pytest.raises(ValueError, match="residual_pixel_noise need batch_residuals=true"):
+        SimConfig(residual_pixel_noise=0.1)
+    with pytest.raises(ValueError, match="sim.residual_pixel_noise: must lie in"):
+        SimConfig(residual_pixel_noise=2.0, batch_residuals=True)
+    assert "residual_pixel_noise" not in SimConfig().to_dict()

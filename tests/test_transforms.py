@@ -50,6 +50,18 @@ def test_local_noise_and_zero_noise():
     np.testing.assert_array_equal(x[1, 0], cut[1, 1] / 5)
 
 
+def test_snr_puts_each_channel_in_its_own_noise_units():
+    cut = _cutouts()
+    image, local = np.array([2.0, 4.0]), np.array([0.5, 0.0])
+    x = assemble_inputs(cut, channels=["raw", "filtered"], normalize="snr", image_noise=image, local_noise=local)
+    np.testing.assert_array_equal(x[0, 0], cut[0, 1] / 2)  # raw over the image's noise
+    np.testing.assert_array_equal(x[0, 1], cut[0, 0] / 0.5)  # filtered over the local (filtered) noise
+    np.testing.assert_array_equal(x[1, 0], cut[1, 1] / 4)
+    np.testing.assert_array_equal(x[1, 1], cut[1, 0])  # zero noise: left as it is
+    one = assemble_inputs(cut, channels=["filtered"], normalize="snr", image_noise=3.0, local_noise=0.5)
+    np.testing.assert_array_equal(one[:, 0], cut[:, 0] / 0.5)
+
+
 def test_cutout_normalisation_exact_values():
     cut = _cutouts()
     x = assemble_inputs(cut, channels=["filtered", "raw"], normalize="cutout")
@@ -75,6 +87,8 @@ def test_cutout_normalisation_of_a_constant_cutout_only_shifts():
         ({"channels": ["raw"], "normalize": "zscore"}, "normalize: must be one of"),
         ({"channels": ["raw"], "normalize": "image_noise"}, "image_noise: required"),
         ({"channels": ["raw"], "normalize": "image_noise", "image_noise": np.ones(3)}, r"image_noise: must be a float or have shape \(2,\)"),
+        ({"channels": ["raw"], "normalize": "snr", "image_noise": 1.0}, "local_noise: required when normalize='snr'"),
+        ({"channels": ["raw"], "normalize": "snr", "local_noise": 1.0}, "image_noise: required when normalize='snr'"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, match):
@@ -156,3 +170,45 @@ def test_fade_scales_the_source_and_restores_the_noise_level():
     np.testing.assert_array_equal(fade(dead, noise=np.full(2, level), sigma=sigma, rng=rng, probability=1.0), dead)
     with pytest.raises(ValueError, match="fade: need"):
         fade(cut[:2], noise=np.full(2, level), sigma=sigma, rng=rng, min_scale=0.0)
+
+
+def test_fade_with_matched_correlation_keeps_the_noise_texture():
+    """Correlated noise stays correlated after fading: the adjacent correlation and the filtered / raw noise ratio
+    of the result are the original's; white fresh noise (the default) would lower both."""
+    from scipy.ndimage import gaussian_filter
+
+    from neocascade.data.transforms import adjacent_correlation, fade
+    from neocascade.simulation.noise import correlated_noise
+
+    rng = np.random.default_rng(3)
+    n, sigma, level, rho = 1500, 1.0, 6.0, 0.4
+    raw = correlated_noise((n * 29, 29), rng=rng, correlation=rho, rms=level).reshape(n, 29, 29)
+    filtered = gaussian_filter(raw, sigma=(0, sigma, sigma))[:, 4:25, 4:25]
+    cut = np.stack([filtered, raw[:, 4:25, 4:25]], axis=1)
+    cut[:, :, 10, 10] += np.array([100.0, 400.0], dtype=np.float32)  # a source, so every cutout fades
+    np.testing.assert_allclose(adjacent_correlation(cut[:, 1], np.full(n, level)).mean(), rho, atol=0.02)
+    kw = dict(noise=np.full(n, level), sigma=sigma, probability=1.0, min_scale=0.1, min_snr=0.0)
+    matched = fade(cut, rng=np.random.default_rng(4), match_correlation=True, **kw)
+    white = fade(cut, rng=np.random.default_rng(4), **kw)
+    corner = (slice(None), slice(0, 6), slice(0, 6))
+    ratio = {name: out[:, 0][corner].std() / out[:, 1][corner].std()
+             for name, out in (("cached", cut), ("matched", matched), ("white", white))}
+    assert ratio["matched"] == pytest.approx(ratio["cached"], rel=0.05)
+    assert ratio["white"] < 0.85 * ratio["cached"]
+    assert adjacent_correlation(matched[:, 1], np.full(n, level)).mean() == pytest.approx(rho, abs=0.03)
+    assert adjacent_correlation(white[:, 1], np.full(n, level)).mean() < rho - 0.15
+    assert matched[:, 1][corner].std() == pytest.approx(level, rel=0.05)
+
+
+def test_adjacent_correlation_ignores_the_centre_sources_and_dead_pixels():
+    from neocascade.data.transforms import adjacent_correlation
+
+    rng = np.random.default_rng(5)
+    raw = rng.normal(0.0, 5.0, (400, 21, 21))
+    raw[:, 8:13, 8:13] = 1000.0  # a bright source at the centre
+    raw[:, 0, :] = 0.0  # a dead row
+    raw[:, 18, 2:6] = 300.0  # a cosmic ray off centre
+    rho = adjacent_correlation(raw, np.full(400, 5.0))
+    assert abs(rho.mean()) < 0.02 and rho.min() >= 0.0 and rho.max() <= 0.65
+    assert np.array_equal(adjacent_correlation(np.zeros((2, 21, 21)), np.ones(2)), np.zeros(2))
+

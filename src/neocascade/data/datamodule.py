@@ -145,7 +145,7 @@ class CutoutDataModule(pl.LightningDataModule):
         Cutout side in px.
     label_radius : float, label_mode : {'centre', 'trail'}
         The label rule.
-    channels : list of {'filtered', 'raw'}, normalize : {'none', 'image_noise', 'local_noise', 'cutout'}
+    channels : list of {'filtered', 'raw'}, normalize : {'none', 'image_noise', 'local_noise', 'cutout', 'snr'}
         Model inputs (:func:`~neocascade.data.transforms.assemble_inputs`).
     augment : bool
         Random flips / quarter turns of training cutouts.
@@ -444,10 +444,17 @@ def _check_fade(value: Any, sigma: float) -> dict | None:
         return None
     if not isinstance(value, Mapping):
         raise input_error("data.fade", "must be null or a mapping of probability, min_scale, min_snr", found=repr(value))
-    kwargs = {str(k): float(v) for k, v in dict(value).items()}
-    unknown = sorted(set(kwargs) - {"probability", "min_scale", "min_snr"})
+    raw = {str(k): v for k, v in dict(value).items()}
+    unknown = sorted(set(raw) - {"probability", "min_scale", "min_snr", "match_correlation"})
     if unknown:
-        raise input_error("data.fade", "unknown key", expected="probability, min_scale, min_snr", found=unknown)
+        raise input_error("data.fade", "unknown key", expected="probability, min_scale, min_snr, match_correlation",
+                          found=unknown)
+    if not isinstance(raw.get("match_correlation", False), bool):
+        raise input_error("data.fade.match_correlation", "must be true or false", found=repr(raw["match_correlation"]))
+    try:
+        kwargs = {k: v if k == "match_correlation" else float(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise input_error("data.fade", "probability, min_scale and min_snr must be numbers", found=raw) from None
     try:
         fade(np.zeros((1, 2, 3, 3), np.float32), noise=np.ones(1), sigma=sigma, rng=np.random.default_rng(0), **kwargs)
     except ValueError as exc:

@@ -13,7 +13,7 @@ import numpy as np
 from neocascade.preprocess.filters import gaussian_kernel1d
 
 CHANNELS = ("filtered", "raw")  # order of the cached cutout channels
-NORMALIZATIONS = ("none", "image_noise", "local_noise", "cutout")
+NORMALIZATIONS = ("none", "image_noise", "local_noise", "cutout", "snr")
 MAD_TO_SIGMA = 1.4826  # Gaussian sigma per median absolute deviation
 
 
@@ -45,13 +45,16 @@ def assemble_inputs(
         Channel 0 the filtered image, channel 1 the raw (unfiltered) one, in DN, NaN already 0.
     channels : sequence of {'filtered', 'raw'}
         Input channels, in this order.
-    normalize : {'none', 'image_noise', 'local_noise', 'cutout'}
+    normalize : {'none', 'image_noise', 'local_noise', 'cutout', 'snr'}
         ``none`` keeps DN (the seed); ``image_noise`` divides each cutout by its image's robust
         noise; ``local_noise`` by the noise around the candidate; ``cutout`` maps each cutout and
-        channel to ``(x - median) / (1.4826 MAD)`` of its own pixels.
+        channel to ``(x - median) / (1.4826 MAD)`` of its own pixels; ``snr`` puts each channel in
+        units of its own noise: the filtered channel over ``local_noise`` (the selector's SNR, whatever
+        the noise's correlation or its variation across the image), the raw channel over ``image_noise``.
     image_noise, local_noise : (N,) float arrays or floats, optional
-        Noise in DN per cutout (a float applies to all, e.g. one image's noise); required by the
-        matching ``normalize`` mode.
+        Noise in DN per cutout (a float applies to all, e.g. one image's noise): ``image_noise`` the raw
+        image's robust noise, ``local_noise`` the filtered image's around the candidate; required by the
+        matching ``normalize`` mode (``snr``: both).
 
     Returns
     -------
@@ -70,16 +73,21 @@ def assemble_inputs(
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize: must be one of {list(NORMALIZATIONS)}, got {normalize!r}")
     n = cutouts.shape[0]
-    scale = None
-    if normalize in ("image_noise", "local_noise"):
-        noise = image_noise if normalize == "image_noise" else local_noise
-        if noise is None:
-            raise ValueError(f"{normalize}: required when normalize={normalize!r}")
-        noise = np.asarray(noise, dtype=np.float64)
+    needs = {"image_noise": ("image_noise",), "local_noise": ("local_noise",),
+             "snr": ("local_noise", "image_noise")}.get(normalize, ())
+    given = {"image_noise": image_noise, "local_noise": local_noise}
+    scales = []
+    for name in needs:
+        if given[name] is None:
+            raise ValueError(f"{name}: required when normalize={normalize!r}")
+        noise = np.asarray(given[name], dtype=np.float64)
         if noise.shape not in ((), (n,)):
-            raise ValueError(f"{normalize}: must be a float or have shape ({n},) like cutouts, got {noise.shape}")
-        scale = np.broadcast_to(noise, (n,))
-    return _assemble(cutouts, picks, normalize, scale)
+            raise ValueError(f"{name}: must be a float or have shape ({n},) like cutouts, got {noise.shape}")
+        scales.append(np.broadcast_to(noise, (n,)))
+    if normalize == "snr":
+        per_channel = np.stack(scales, axis=1)[:, picks]
+        return (cutouts[:, picks].astype(np.float32) / _safe_scale(per_channel)[:, :, None, None]).astype(np.float32)
+    return _assemble(cutouts, picks, normalize, scales[0] if scales else None)
 
 
 def _assemble(cutouts: np.ndarray, picks: list[int], normalize: str, scale: np.ndarray | None) -> np.ndarray:
@@ -171,6 +179,7 @@ def fade(
     probability: float = 0.5,
     min_scale: float = 0.1,
     min_snr: float = 5.0,
+    match_correlation: bool = False,
 ) -> np.ndarray:
     """Make random cutouts look like fainter copies of themselves: scale the signal, restore the noise.
 
@@ -195,6 +204,10 @@ def fade(
     min_snr : float
         A faded source keeps at least this filtered centre SNR, so no positive fades into pure noise
         (its label would be wrong); a cutout already below it is left as it is.
+    match_correlation : bool
+        Give the fresh noise the adjacent-pixel correlation of the cutout's own raw pixels (measured outside its
+        central 7 x 7 px, clipped to [0, 0.65]) instead of white noise, so a faded cutout keeps its image's noise
+        texture and the ratio of its filtered to raw noise.
 
     Returns
     -------
@@ -222,7 +235,10 @@ def fade(
         return x
     a = np.exp(rng.uniform(np.log(low[chosen]), 0.0)).astype(np.float32)
     pad = len(kernel) // 2
-    white = rng.standard_normal((chosen.size, size + 2 * pad, size + 2 * pad)).astype(np.float32)
+    if match_correlation:
+        white = _correlated(rng, adjacent_correlation(x[chosen, 1], noise[chosen]), size + 2 * pad)
+    else:
+        white = rng.standard_normal((chosen.size, size + 2 * pad, size + 2 * pad)).astype(np.float32)
     smooth = _scipy_gaussian(white, sigma=(0, sigma, sigma), mode="reflect", truncate=4.0)[:, pad:pad + size, pad:pad + size]
     white = white[:, pad:pad + size, pad:pad + size]
     extra = (np.sqrt(1.0 - a * a) * noise[chosen]).astype(np.float32)[:, None, None]
@@ -231,3 +247,39 @@ def fade(
         faded = a[:, None, None] * x[chosen, channel] + extra * fresh
         x[chosen, channel] = np.where(dead, np.float32(0.0), faded)
     return x
+
+
+def adjacent_correlation(raw: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Adjacent-pixel noise correlation of each raw cutout, from its pixels outside the central 7 x 7 px.
+
+    Pixels beyond 4 times the noise (sources, artifacts) and dead zeros are left out; pairs of horizontal and
+    vertical neighbours both kept count. Returns (N,) float64 in [0, 0.65] (0 where too few pairs are left).
+    """
+    x = np.asarray(raw, dtype=np.float64)
+    size = x.shape[-1]
+    c = size // 2
+    idx = np.arange(size)
+    outer = ~((np.abs(idx - c) <= 3)[:, None] & (np.abs(idx - c) <= 3)[None, :])
+    keep = outer[None] & (x != 0) & (np.abs(x) < 4.0 * np.asarray(noise, dtype=np.float64)[:, None, None])
+    v = np.where(keep, x, 0.0)
+    num = (v[:, :, :-1] * v[:, :, 1:]).sum(axis=(1, 2)) + (v[:, :-1, :] * v[:, 1:, :]).sum(axis=(1, 2))
+    pairs = (keep[:, :, :-1] & keep[:, :, 1:]).sum(axis=(1, 2)) + (keep[:, :-1, :] & keep[:, 1:, :]).sum(axis=(1, 2))
+    var = (v * v).sum(axis=(1, 2)) / np.maximum(keep.sum(axis=(1, 2)), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where((pairs >= 50) & (var > 0), num / np.maximum(pairs, 1) / var, 0.0)
+    return np.clip(rho, 0.0, 0.65)
+
+
+def _correlated(rng: np.random.Generator, rho: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size) unit-variance Gaussian noise, sample ``k`` with adjacent-pixel correlation ``rho[k]``.
+
+    White noise through the separable kernel ``[e, c, e]`` with ``c^2 + 2 e^2 = 1`` and ``2 c e = rho``
+    (as :func:`neocascade.simulation.noise.correlation_kernel`).
+    """
+    rho = np.asarray(rho, dtype=np.float64)
+    c = np.sqrt(0.5 * (1.0 + np.sqrt(1.0 - 2.0 * rho ** 2)))
+    e = np.sqrt((1.0 - c ** 2) / 2.0)
+    white = rng.standard_normal((rho.size, size + 2, size + 2)).astype(np.float32)
+    c3, e3 = c.astype(np.float32)[:, None, None], e.astype(np.float32)[:, None, None]
+    rows = c3 * white[:, 1:-1, :] + e3 * (white[:, :-2, :] + white[:, 2:, :])
+    return c3 * rows[:, :, 1:-1] + e3 * (rows[:, :, :-2] + rows[:, :, 2:])

@@ -25,6 +25,7 @@ import numpy as np
 from neocascade.candidates.footprint import footprint_peaks
 from neocascade.candidates.labels import match_centres
 from neocascade.errors import InputError, input_error
+from neocascade.evaluation.stamp_stats import subtraction_residuals, tail_shares
 from neocascade.preprocess.filters import gaussian_filter, mask_invalid
 from neocascade.simulation import SIMULATOR_VERSION, SimConfig, draw_conditions, simulate_image
 from neocascade.simulation.psf import measure_fwhm
@@ -208,9 +209,11 @@ def simulated_statistics(config: SimConfig, *, seed: int, n_images: int) -> tupl
         "seconds": round(time.perf_counter() - start, 1),
     }
     live = ~dead
+    stamps = np.concatenate([m["asteroid_stamps"] for m in per_image])[live]
+    report["asteroid_stamp_tails"] = dict(zip(("above_4sigma", "below_4sigma"), tail_shares(stamps)))
     samples = {
         "truth": truth[live],
-        "asteroid_stamps": np.concatenate([m["asteroid_stamps"] for m in per_image])[live],
+        "asteroid_stamps": stamps,
         "peak": peak[live],
         "stamp_noise": np.concatenate([m["stamp_noise"] for m in per_image]),
         "fwhm": np.concatenate([m["fwhm_measured"] for m in per_image]),
@@ -241,6 +244,7 @@ def alert_statistics(alert_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     lag1 = np.array([_lag1_correlation(a.difference) for a in full])
     zp = np.array([float(a.candidate.get("magzpsci") or np.nan) for a in full])
     mags = np.array([float(a.candidate.get("magpsf")) for a in asteroids])
+    triples = [a for a in full if a.science.shape == a.template.shape == (CUTOUT, CUTOUT)]
     report = {
         "band": "r (fid 2)",
         "n_alerts": len(full),
@@ -253,6 +257,12 @@ def alert_statistics(alert_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "zero_point_magzpsci": _summary(zp),
         "asteroid_peak_dn": _summary(peak),
         "asteroid_magpsf": _summary(mags),
+        "asteroid_stamp_tails": dict(zip(("above_4sigma", "below_4sigma"),
+                                         tail_shares(np.stack([a.difference for a in asteroids]))
+                                         if asteroids else (None, None))),
+        "subtraction_residuals": subtraction_residuals(*(np.stack([getattr(a, k) for a in triples])
+                                                         for k in ("difference", "science", "template")))
+        if triples else None,
     }
     samples = {
         "asteroid_stamps": np.stack([a.signed_difference for a in asteroids]) if asteroids else np.zeros((0, 63, 63)),
@@ -330,11 +340,28 @@ def format_table(report: dict[str, Any]) -> str:
             ("asteroid 3x3 peak DN (median)", real["asteroid_peak_dn"]["median"], sim["asteroid_peak_median_dn"]),
             ("zero point", real["zero_point_magzpsci"]["median"], sim["zero_point_measured"]),
         ]
+        for side in ("above", "below"):
+            pairs.append((f"asteroid stamps {side} {'+' if side == 'above' else '-'}4 sigma, %",
+                          _percent(real["asteroid_stamp_tails"][f"{side}_4sigma"]),
+                          _percent(sim["asteroid_stamp_tails"][f"{side}_4sigma"])))
         for name, a, b in pairs:
             fa = "n/a" if a is None else f"{a:.3f}"
             fb = "n/a" if b is None else f"{b:.3f}"
             lines.append(f"{name:32s} {fa:>10s} {fb:>10s}")
+        res = real.get("subtraction_residuals")
+        if res:
+            lines.append("")
+            lines.append(f"real stamps (r > 8 px): {100 * res['tail_on_sources']:.0f} % of the pixels beyond 4 sigma lie on "
+                         f"template sources ({100 * res['source_pixel_share']:.1f} % of the pixels)")
+            lines.append("residual rms / science flux per pixel: " + ", ".join(
+                f"{row['rms_over_flux']:.3f} at {row['median_flux_dn']:.0f} DN" for row in res["residual_rms_over_flux"]))
+            lines.append(f"adjacent residuals on sources correlate at {res['residual_adjacent_correlation']:.2f}")
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> float | None:
+    """A share as a percentage (None and NaN stay None)."""
+    return None if share is None or not np.isfinite(share) else 100.0 * share
 
 
 def make_figure(sim_samples: dict[str, Any], real_samples: dict[str, Any] | None) -> bytes:

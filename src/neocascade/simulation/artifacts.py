@@ -172,6 +172,7 @@ def star_residual_batch(
     magnitude_slope: float = 0.0,
     psf: PSFShape | None = None,
     chunk: int = 512,
+    pixel_noise: float = 0.0,
 ) -> list[Stamp]:
     """Star-subtraction residuals drawn all at once, for fields from a few to many thousands of stars.
 
@@ -188,6 +189,9 @@ def star_residual_batch(
         Star counts rise as ``10**(magnitude_slope * m)`` inside ``magnitude_range`` (0: uniform; ~0.3 real fields).
     chunk : int
         Stamps evaluated together (bounds memory: ``chunk * (6 fwhm + 5)**2`` floats per array).
+    pixel_noise : float
+        Adds an independent residual in each pixel with rms ``pixel_noise`` times the star's flux there (imperfect
+        PSF matching and resampling); 0 draws nothing, so the other draws stay as they were.
 
     Returns
     -------
@@ -237,6 +241,8 @@ def star_residual_batch(
         data *= (amplitude[sl] / np.abs(data).sum(axis=(1, 2)))[:, None, None]
         if poisson:
             data += rng.standard_normal(data.shape) * np.sqrt(flux[sl][:, None, None] * star / gain)
+        if pixel_noise > 0:
+            data += rng.standard_normal(data.shape) * (pixel_noise * flux[sl][:, None, None] * star)
         data = data.astype(np.float32)
         out.extend(Stamp(int(r), int(c), d) for r, c, d in zip(row0[sl], col0[sl], data))
     return out

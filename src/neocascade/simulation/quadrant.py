@@ -258,7 +258,8 @@ def _residual_stamps(config: SimConfig, streams: dict[str, np.random.Generator],
                   poisson=config.poisson, psf=psf)
     if config.batch_residuals:
         return art.star_residual_batch(config.shape, **common, shift_range=config.dipole_shift_range,
-                                       magnitude_slope=config.star_magnitude_slope)
+                                       magnitude_slope=config.star_magnitude_slope,
+                                       pixel_noise=config.residual_pixel_noise)
     return art.star_residuals(config.shape, **common, stars=stars)
 
 

@@ -49,6 +49,9 @@ class SkyRanges:
     star_magnitude_slope: float = 0.3  # d log10 N / dm of field stars (galactic-latitude average)
     residual_fraction_range: tuple[float, float] = (0.003, 0.08)  # residual / star flux, log-uniform per star
     dipole_shift_range: tuple[float, float] = (0.02, 0.3)  # px misregistration of dipoles
+    # per-pixel residual of every residual star, rms over the star's flux in the pixel (SimConfig.residual_pixel_noise),
+    # uniform per image; (0, 0): none, as the family was first built. Real alert stamps: 0.07-0.16 (make calibrate)
+    residual_pixel_noise_range: tuple[float, float] = (0.0, 0.0)
     saturated_rate_range: tuple[float, float] = (0.0, 12.0)  # saturated stars with bleeds, uniform
     # sharp artifacts, masks, borders
     cosmic_ray_rate_range: tuple[float, float] = (2.0, 300.0)  # log-uniform
@@ -85,11 +88,13 @@ class SkyRanges:
         _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly dict (tuples as lists); ``base_fraction`` only when set, so families without a
-        mixture keep their cache keys."""
+        """Plain JSON-friendly dict (tuples as lists); ``base_fraction`` and ``residual_pixel_noise_range`` only when
+        set, so families made before them keep their cache keys."""
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         if out["base_fraction"] == 0.0:
             del out["base_fraction"]
+        if out["residual_pixel_noise_range"] == [0.0, 0.0]:
+            del out["residual_pixel_noise_range"]
         return out
 
 
@@ -123,6 +128,7 @@ def _validate(r: SkyRanges) -> None:
               "fwhm_gradient_range": (0.0, 0.5, True), "noise_correlation_range": (0.0, 0.7, True),
               "noise_variation_range": (0.0, 2.0, True), "background_rms_range": (0.0, np.inf, True),
               "dipole_shift_range": (0.0, 2.0, True), "saturated_rate_range": (0.0, np.inf, True),
+              "residual_pixel_noise_range": (0.0, 1.0, True),
               "bad_column_rate_range": (0.0, np.inf, True), "masked_region_rate_range": (0.0, np.inf, True),
               "satellite_probability_range": (0.0, 1.0, True), "dead_border_probability_range": (0.0, 1.0, True),
               "transient_rate_range": (0.0, np.inf, True), "transient_negative_fraction_range": (0.0, 1.0, True)}
@@ -211,6 +217,8 @@ def draw_sky(ranges: SkyRanges, rng: np.random.Generator) -> dict[str, Any]:
             "magnitude_range": ranges.magnitude_range,
         },
     }
+    if ranges.residual_pixel_noise_range != (0.0, 0.0):  # drawn last, so the draws above stay as they were
+        axes["residuals"]["residual_pixel_noise"] = float(uni(*ranges.residual_pixel_noise_range))
     out: dict[str, Any] = {}
     for axis in ranges.axes:
         out.update(axes[axis])
