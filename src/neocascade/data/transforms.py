@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neocascade.preprocess.filters import gaussian_kernel1d
+from neocascade.simulation.noise import correlation_weights
 
 CHANNELS = ("filtered", "raw")  # order of the cached cutout channels
 NORMALIZATIONS = ("none", "image_noise", "local_noise", "cutout", "snr")
@@ -274,12 +275,10 @@ def _correlated(rng: np.random.Generator, rho: np.ndarray, size: int) -> np.ndar
     """(N, size, size) unit-variance Gaussian noise, sample ``k`` with adjacent-pixel correlation ``rho[k]``.
 
     White noise through the separable kernel ``[e, c, e]`` with ``c^2 + 2 e^2 = 1`` and ``2 c e = rho``
-    (as :func:`neocascade.simulation.noise.correlation_kernel`).
+    (:func:`neocascade.simulation.noise.correlation_weights`).
     """
-    rho = np.asarray(rho, dtype=np.float64)
-    c = np.sqrt(0.5 * (1.0 + np.sqrt(1.0 - 2.0 * rho ** 2)))
-    e = np.sqrt((1.0 - c ** 2) / 2.0)
-    white = rng.standard_normal((rho.size, size + 2, size + 2)).astype(np.float32)
+    e, c = correlation_weights(rho)
+    white = rng.standard_normal((c.size, size + 2, size + 2)).astype(np.float32)
     c3, e3 = c.astype(np.float32)[:, None, None], e.astype(np.float32)[:, None, None]
     rows = c3 * white[:, 1:-1, :] + e3 * (white[:, :-2, :] + white[:, 2:, :])
     return c3 * rows[:, :, 1:-1] + e3 * (rows[:, :, :-2] + rows[:, :, 2:])

@@ -18,10 +18,15 @@ def correlation_kernel(correlation: float) -> np.ndarray:
     """
     if not 0.0 <= correlation < np.sqrt(0.5):
         raise ValueError(f"correlation: must be in [0, 0.707), got {correlation}")
-    c2 = 0.5 * (1.0 + np.sqrt(1.0 - 2.0 * correlation**2))
-    c = np.sqrt(c2)
-    e = np.sqrt((1.0 - c2) / 2.0)
+    e, c = correlation_weights(correlation)
     return np.array([e, c, e], dtype=np.float32)
+
+
+def correlation_weights(correlation: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """``(e, c)`` of :func:`correlation_kernel` for each correlation in [0, 0.707) (float64, vectorised)."""
+    rho = np.asarray(correlation, dtype=np.float64)
+    c2 = 0.5 * (1.0 + np.sqrt(1.0 - 2.0 * rho**2))
+    return np.sqrt((1.0 - c2) / 2.0), np.sqrt(c2)
 
 
 def correlated_noise(
