@@ -63,16 +63,13 @@ def time_sky(skies: list[tuple[np.ndarray, np.ndarray]], repeats: int) -> dict:
         reference = None if star_check is None else star_check.bind(stars)
         return detect_image(image, cascade, spec=spec, check=check, reference=reference)
 
-    def alone(image: np.ndarray, stars: np.ndarray) -> None:
-        points(image, stars)
-
     def with_trails(image: np.ndarray, stars: np.ndarray) -> None:
         det = points(image, stars)
         found = detector(image, exptime=30.0)
         detector.on_trail(det["x"], det["y"], found)
 
     out = {}
-    for name, fn in (("cascade", alone), ("cascade_and_trails", with_trails)):
+    for name, fn in (("cascade", points), ("cascade_and_trails", with_trails)):
         for image, stars in skies[:1]:
             fn(image, stars)  # warm-up
         passes = []

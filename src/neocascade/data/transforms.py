@@ -11,11 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from neocascade.preprocess.filters import gaussian_kernel1d
+from neocascade.preprocess.noise import MAD_TO_SIGMA
 from neocascade.simulation.noise import correlation_weights
 
 CHANNELS = ("filtered", "raw")  # order of the cached cutout channels
 NORMALIZATIONS = ("none", "image_noise", "local_noise", "cutout", "snr")
-MAD_TO_SIGMA = 1.4826  # Gaussian sigma per median absolute deviation
 
 
 def channel_indices(channels: Sequence[str]) -> list[int]:
@@ -85,14 +85,12 @@ def assemble_inputs(
         if noise.shape not in ((), (n,)):
             raise ValueError(f"{name}: must be a float or have shape ({n},) like cutouts, got {noise.shape}")
         scales.append(np.broadcast_to(noise, (n,)))
-    if normalize == "snr":
-        per_channel = np.stack(scales, axis=1)[:, picks]
-        return (cutouts[:, picks].astype(np.float32) / _safe_scale(per_channel)[:, :, None, None]).astype(np.float32)
-    return _assemble(cutouts, picks, normalize, scales[0] if scales else None)
+    scale = np.stack(scales, axis=1)[:, picks] if normalize == "snr" else (scales[0] if scales else None)
+    return _assemble(cutouts, picks, normalize, scale)
 
 
 def _assemble(cutouts: np.ndarray, picks: list[int], normalize: str, scale: np.ndarray | None) -> np.ndarray:
-    """Core of :func:`assemble_inputs` for checked arguments."""
+    """Core of :func:`assemble_inputs` for checked arguments; ``scale`` is (N,) or, per picked channel, (N, C)."""
     x = cutouts[:, picks].astype(np.float32)
     if normalize == "none":
         return x
@@ -102,7 +100,8 @@ def _assemble(cutouts: np.ndarray, picks: list[int], normalize: str, scale: np.n
         mad = np.median(np.abs(flat - median), axis=2, keepdims=True)
         sigma = _safe_scale(MAD_TO_SIGMA * mad)
         return ((flat - median) / sigma).astype(np.float32).reshape(x.shape)
-    return (x / _safe_scale(scale).astype(np.float32)[:, None, None, None]).astype(np.float32)
+    scale = _safe_scale(scale)
+    return (x / scale.reshape(scale.shape[0], -1, 1, 1)).astype(np.float32)
 
 
 def _safe_scale(scale: np.ndarray) -> np.ndarray:

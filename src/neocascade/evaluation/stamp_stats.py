@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-MAD_TO_SIGMA = 1.4826
+from neocascade.preprocess.noise import MAD_TO_SIGMA
+
 FLUX_EDGES = (50.0, 200.0, 800.0, 3200.0, 12800.0, np.inf)  # science DN per pixel, above the stamp's median
 
 
