@@ -212,3 +212,11 @@ def test_adjacent_correlation_ignores_the_centre_sources_and_dead_pixels():
     assert abs(rho.mean()) < 0.02 and rho.min() >= 0.0 and rho.max() <= 0.65
     assert np.array_equal(adjacent_correlation(np.zeros((2, 21, 21)), np.ones(2)), np.zeros(2))
 
+
+
+@pytest.mark.parametrize("normalize", ["image_noise", "local_noise", "snr", "cutout", "none"])
+def test_no_cutouts_give_an_empty_batch(normalize):
+    empty = np.zeros((0, 2, 5, 5), np.float32)
+    x = assemble_inputs(empty, channels=["filtered", "raw"], normalize=normalize, image_noise=np.zeros(0),
+                        local_noise=np.zeros(0))
+    assert x.shape == (0, 2, 5, 5) and x.dtype == np.float32

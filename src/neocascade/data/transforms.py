@@ -101,7 +101,7 @@ def _assemble(cutouts: np.ndarray, picks: list[int], normalize: str, scale: np.n
         sigma = _safe_scale(MAD_TO_SIGMA * mad)
         return ((flat - median) / sigma).astype(np.float32).reshape(x.shape)
     scale = _safe_scale(scale)
-    return (x / scale.reshape(scale.shape[0], -1, 1, 1)).astype(np.float32)
+    return (x / scale.reshape(scale.shape + (1,) * (4 - scale.ndim))).astype(np.float32)
 
 
 def _safe_scale(scale: np.ndarray) -> np.ndarray:
