@@ -95,7 +95,7 @@ def _assemble(cutouts: np.ndarray, picks: list[int], normalize: str, scale: np.n
     if normalize == "none":
         return x
     if normalize == "cutout":
-        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        flat = x.reshape(*x.shape[:2], x.shape[2] * x.shape[3])  # explicit: -1 cannot size an empty batch
         median = np.median(flat, axis=2, keepdims=True)
         mad = np.median(np.abs(flat - median), axis=2, keepdims=True)
         sigma = _safe_scale(MAD_TO_SIGMA * mad)
