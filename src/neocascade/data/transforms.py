@@ -12,7 +12,6 @@ import numpy as np
 
 from neocascade.preprocess.filters import gaussian_kernel1d
 from neocascade.preprocess.noise import MAD_TO_SIGMA
-from neocascade.simulation.noise import correlation_weights
 
 CHANNELS = ("filtered", "raw")  # order of the cached cutout channels
 NORMALIZATIONS = ("none", "image_noise", "local_noise", "cutout", "snr")
@@ -276,6 +275,8 @@ def _correlated(rng: np.random.Generator, rho: np.ndarray, size: int) -> np.ndar
     White noise through the separable kernel ``[e, c, e]`` with ``c^2 + 2 e^2 = 1`` and ``2 c e = rho``
     (:func:`neocascade.simulation.noise.correlation_weights`).
     """
+    from neocascade.simulation.noise import correlation_weights  # here: detection never loads the simulator
+
     e, c = correlation_weights(rho)
     white = rng.standard_normal((c.size, size + 2, size + 2)).astype(np.float32)
     c3, e3 = c.astype(np.float32)[:, None, None], e.astype(np.float32)[:, None, None]
